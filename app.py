@@ -1,0 +1,208 @@
+"""Chainlit hooks and rendering only: the assistant yields events, this file draws them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import chainlit as cl
+from chainlit.input_widget import Select, Slider
+
+from rag import RagError, load_config
+from rag.assistant import AskOptions, Assistant, build_assistant
+from rag.types import (
+    ContextPacked,
+    Done,
+    Escalated,
+    Failed,
+    Notice,
+    Retrieved,
+    StageFinished,
+    StageStarted,
+    Token,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+log = logging.getLogger("rag.app")
+
+CFG = load_config(os.environ.get("RAG_CONFIG", "rag.yaml"))
+ASSISTANT: Assistant = build_assistant(CFG, progress=log.info)
+RETRIEVERS = ["lexical", "bm25", "embedding", "hybrid"]
+MODES = ["auto", "never", "always", "compare"]
+WELCOME = (
+    "👋 **Welcome to the Docs Assistant.** Ask a question about the team's internal documents "
+    "(on-call runbooks, policies, ADRs, the release process…). Answers cite their sources like "
+    "[1] — click a marker to open the passage. Change the retriever and the models in the "
+    "settings panel (⚙)."
+)
+
+
+def _opts() -> AskOptions:
+    opts = cl.user_session.get("opts")
+    return opts if isinstance(opts, AskOptions) else AskOptions()
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    await cl.ChatSettings(
+        [
+            Select(
+                id="retriever",
+                label="Retriever",
+                values=RETRIEVERS,
+                initial_index=RETRIEVERS.index(CFG.retrieval.retriever),
+            ),
+            Slider(
+                id="top_k",
+                label="Passages (top k)",
+                initial=CFG.retrieval.top_k,
+                min=1,
+                max=20,
+                step=1,
+            ),
+            Select(
+                id="mode",
+                label="Escalation mode",
+                values=MODES,
+                initial_index=MODES.index(CFG.escalation.mode),
+            ),
+        ]
+    ).send()
+    cl.user_session.set("opts", AskOptions())
+    name = CFG.retrieval.retriever
+    try:
+        await cl.make_async(ASSISTANT.index.get)(name)
+    except RagError as exc:
+        await cl.Message(content=f"⚠️ The {name} index could not be opened: {exc}").send()
+    await cl.Message(content=WELCOME).send()
+
+
+@cl.on_settings_update
+async def on_settings_update(settings: dict[str, Any]) -> None:
+    old = _opts()
+    opts = AskOptions(
+        retriever=settings.get("retriever") or old.retriever,
+        top_k=int(settings["top_k"]) if settings.get("top_k") else old.top_k,
+        mode=settings.get("mode") or old.mode,
+        strategy=old.strategy,
+        temperature=old.temperature,
+        seed=old.seed,
+    )
+    cl.user_session.set("opts", opts)
+    await cl.Message(
+        content=f"Settings applied to the next question: retriever **{opts.retriever}**, "
+        f"top k **{opts.top_k}**, mode **{opts.mode}**."
+    ).send()
+
+
+def _hits_markdown(ev: Retrieved) -> str:
+    if not ev.hits:
+        return f"**{ev.retriever}** found nothing relevant ({ev.retrieval_ms:.1f} ms)."
+    lines = [f"**{ev.retriever}** · {len(ev.hits)} passages · {ev.retrieval_ms:.1f} ms", ""]
+    for h in ev.hits:
+        where = f" › {h.chunk.heading}" if h.chunk.heading else ""
+        lines.append(f"{h.rank}. {h.chunk.title}{where} — `{h.chunk.path}` (score {h.score:.3f})")
+    return "\n".join(lines)
+
+
+def _footer(done: Done) -> str:
+    m = done.metrics
+    last = m.stages[-1][1] if m.stages else None
+    parts = [m.retriever, done.model, f"retrieval {m.retrieval_ms:.0f} ms"]
+    if last:
+        parts += [f"first token {last.ttft_ms:.0f} ms", f"{last.tokens_per_s:.1f} tok/s"]
+    parts.append(f"total {m.total_ms / 1000:.1f} s")
+    if m.escalated:
+        parts.append("escalated")
+    return "*" + " · ".join(parts) + "*"
+
+
+async def _render(question: str) -> None:
+    answer = cl.Message(content="")
+    step: cl.Step | None = None
+    streamed_into_answer = False
+    async for ev in ASSISTANT.ask(question, _opts()):
+        if isinstance(ev, Retrieved):
+            async with cl.Step(name=f"Retrieve ({ev.retriever})", type="retrieval") as rs:
+                rs.input = question
+                rs.output = _hits_markdown(ev)
+        elif isinstance(ev, ContextPacked):
+            pass
+        elif isinstance(ev, Notice):
+            await cl.Message(content=("⚠️ " if ev.level == "warning" else "ℹ️ ") + ev.text).send()
+        elif isinstance(ev, StageStarted):
+            if ev.stage in ("draft", "compare"):
+                step = cl.Step(name=f"{ev.stage.title()} · {ev.model}", type="llm")
+                await step.send()
+            else:
+                streamed_into_answer = True
+        elif isinstance(ev, Token):
+            if step is not None and ev.stage in ("draft", "compare"):
+                await step.stream_token(ev.text)
+            else:
+                await answer.stream_token(ev.text)
+        elif isinstance(ev, StageFinished):
+            if step is not None:
+                step.output = ev.text + ("\n\n*(cut off)*" if ev.incomplete else "")
+                await step.update()
+                step = None
+        elif isinstance(ev, Escalated):
+            async with cl.Step(name="Escalate", type="tool") as es:
+                es.output = ev.decision.reason
+        elif isinstance(ev, Failed):
+            await cl.Message(content=f"⚠️ {ev.message}").send()
+            return
+        elif isinstance(ev, Done):
+            await _finish(answer, ev, streamed_into_answer)
+
+
+async def _finish(answer: cl.Message, done: Done, streamed: bool) -> None:
+    elements: list[Any] = []
+    seen: set[int] = set()
+    for c in done.citations:
+        if c.source is None or c.n in seen:
+            continue
+        seen.add(c.n)
+        ch = c.source.chunk
+        heading = f"\n\n*Section:* {ch.heading}" if ch.heading else ""
+        elements.append(
+            cl.Text(
+                name=f"[{c.n}]",
+                content=f"**{ch.title}**\n\n*Path:* `{ch.path}`{heading}\n\n---\n\n{ch.text}",
+                display="side",
+            )
+        )
+    unverified = sorted({c.n for c in done.citations if c.source is None})
+    body = done.answer
+    if unverified:
+        marks = ", ".join(f"[{n}]" for n in unverified)
+        body += f"\n\n⚠️ Unverified citation {marks}: no such passage was retrieved."
+    if done.metrics.incomplete:
+        body += (
+            "\n\n⚠️ *This answer is incomplete — the model stopped mid-answer. Ask again to retry.*"
+        )
+    by = (
+        done.model
+        if not done.metrics.escalated
+        else f"{done.model} (escalated from the small model)"
+    )
+    answer.content = f"{body}\n\n{_footer(done)}"
+    answer.author = by
+    answer.elements = elements  # type: ignore[assignment]
+    if streamed:
+        await answer.update()
+    else:
+        await answer.send()
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    try:
+        await _render(message.content)
+    except Exception:  # the user gets a sentence, the log gets the traceback
+        log.exception("answering failed")
+        await cl.Message(
+            content="⚠️ Something went wrong while answering (details are in the server log). "
+            "Your documents and settings are unchanged; please try again."
+        ).send()

@@ -1,0 +1,370 @@
+"""retrieve → draft → decide → answer, yielding typed events. Knows nothing of any UI."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from rag.citations import check_citations
+from rag.config import Config, Mode, ModelConfig, Strategy
+from rag.errors import InputError, ModelError, RagError, RetrieverUnavailable
+from rag.escalation import POLICIES, EscalationPolicy
+from rag.index import IndexManager, Progress
+from rag.models import CallRecord, ChatModel, Message, make_chat_model
+from rag.prompts import (
+    answer_messages,
+    pack_context,
+    refine_messages,
+    retrieval_only_answer,
+)
+from rag.types import (
+    ContextPacked,
+    Decision,
+    Done,
+    Escalated,
+    Event,
+    Failed,
+    Hit,
+    Metrics,
+    Notice,
+    Retrieved,
+    Source,
+    StageFinished,
+    StageStarted,
+    Token,
+    Usage,
+)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+FALLBACK_ORDER = ("bm25", "lexical")
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    """Per-question overrides of rag.yaml (chat settings, CLI flags)."""
+
+    retriever: str | None = None
+    top_k: int | None = None
+    mode: Mode | None = None
+    strategy: Strategy | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+
+@dataclass
+class _Call:
+    """The outcome of one model stage."""
+
+    record: CallRecord
+    error: ModelError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def cut(self) -> bool:
+        return self.error is not None and bool(self.record.text)
+
+
+@dataclass
+class _Run:
+    stages: list[tuple[str, Usage]] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    escalated: bool = False
+    reason: str = ""
+
+
+def cost_of(usage: Usage, mcfg: ModelConfig) -> float:
+    """Cost of one call under the price table in rag.yaml."""
+    return (
+        usage.prompt_tokens * mcfg.price_in_per_1k + usage.completion_tokens * mcfg.price_out_per_1k
+    ) / 1000.0
+
+
+class Assistant:
+    """Answers questions about the corpus with the configured retrievers, models and policy."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        index: IndexManager,
+        slm: ChatModel,
+        llm: ChatModel,
+        policy: EscalationPolicy,
+    ) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.slm = slm
+        self.llm = llm
+        self.policy = policy
+
+    # ---- input ----
+
+    def check_question(self, question: str) -> str:
+        """Clean a user message or raise InputError saying what is wrong."""
+        text = _CONTROL.sub("", question).strip()
+        limit = self.cfg.chat.max_message_chars
+        if len(question) > limit:
+            raise InputError(
+                f"Your message is {len(question):,} characters long; the limit is {limit:,} "
+                "(chat.max_message_chars). Ask a shorter question or paste only the relevant part."
+            )
+        if not text:
+            raise InputError("The message is empty. Type a question about the documents.")
+        return text
+
+    # ---- retrieval ----
+
+    def retrieve(
+        self, question: str, name: str, k: int
+    ) -> tuple[str, list[Hit], float, list[str]]:
+        """Search with ``name``; if it cannot run, fall back to bm25 then lexical, saying why."""
+        notes: list[str] = []
+        for candidate in (name, *[n for n in FALLBACK_ORDER if n != name]):
+            try:
+                retriever = self.index.get(candidate)
+                t = time.perf_counter()
+                hits = retriever.search(question, k)
+                return candidate, hits, (time.perf_counter() - t) * 1000, notes
+            except RetrieverUnavailable as exc:
+                notes.append(f"The {candidate} retriever is unavailable: {exc}")
+        raise RetrieverUnavailable("no retriever could run; see the notes above")
+
+    # ---- models ----
+
+    def _model_cfg(self, model: ChatModel) -> ModelConfig:
+        return self.cfg.models.slm if model is self.slm else self.cfg.models.llm
+
+    async def _stage(
+        self,
+        model: ChatModel,
+        stage: str,
+        messages: Sequence[Message],
+        opts: AskOptions,
+        out: list[_Call],
+        run: _Run,
+    ) -> AsyncIterator[Event]:
+        record = CallRecord(model=model.name)
+        call = _Call(record)
+        out.append(call)
+        yield StageStarted(stage, model.name)  # type: ignore[arg-type]
+        try:
+            async for piece in model.stream(
+                messages, record, temperature=opts.temperature, seed=opts.seed
+            ):
+                yield Token(piece, stage, model.name)  # type: ignore[arg-type]
+        except ModelError as exc:
+            call.error = exc
+        if record.text:
+            usage = record.usage()
+            run.stages.append((stage, usage))
+            run.models.append(model.name)
+            yield StageFinished(stage, usage, record.text, incomplete=not call.ok)  # type: ignore[arg-type]
+
+    # ---- the pipeline ----
+
+    async def ask(self, question: str, opts: AskOptions | None = None) -> AsyncIterator[Event]:
+        """Answer one question, yielding events as they happen. Never raises for model faults."""
+        opts = opts or AskOptions()
+        t0 = time.perf_counter()
+        try:
+            q = self.check_question(question)
+        except InputError as exc:
+            yield Failed(str(exc), "bad_input")
+            return
+        name = opts.retriever or self.cfg.retrieval.retriever
+        k = opts.top_k or self.cfg.retrieval.top_k
+        mode = opts.mode or self.cfg.escalation.mode
+        strategy = opts.strategy or self.cfg.escalation.strategy
+
+        try:
+            used, hits, retrieval_ms, notes = self.retrieve(q, name, k)
+        except (RagError, ValueError) as exc:
+            yield Failed(f"Retrieval failed: {exc}. The models were not asked.", "retrieval")
+            return
+        for note in notes:
+            yield Notice(f"{note} Used {used} instead.", "warning")
+        yield Retrieved(used, tuple(hits), retrieval_ms)
+
+        m = self.cfg.models
+        packed = pack_context(
+            hits,
+            q,
+            min(m.slm.context_window, m.llm.context_window),
+            max(m.slm.max_tokens, m.llm.max_tokens),
+        )
+        sources = packed.sources
+        yield ContextPacked(sources, packed.dropped, packed.prompt_tokens)
+        if packed.dropped or packed.truncated:
+            cut = (
+                f"{packed.dropped} of {len(hits)} passages were left out" if packed.dropped else ""
+            )
+            trunc = "the top passage was shortened" if packed.truncated else ""
+            yield Notice(
+                "Context was cut to fit the model's window: "
+                + "; ".join(p for p in (cut, trunc) if p)
+                + ".",
+                "warning",
+            )
+        prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms
+
+        run = _Run()
+        calls: list[_Call] = []
+        final: str | None = None
+        final_model = ""
+        abstained = False
+        incomplete = False
+
+        async def answer_with(
+            model: ChatModel, stage: str, msgs: list[Message]
+        ) -> AsyncIterator[Event]:
+            async for ev in self._stage(model, stage, msgs, opts, calls, run):
+                yield ev
+
+        draft_msgs = answer_messages(q, sources, draft=True)
+        full_msgs = answer_messages(q, sources, draft=False)
+
+        if mode == "compare":
+            async for ev in answer_with(self.slm, "compare", draft_msgs):
+                yield ev
+            small = calls[-1]
+            async for ev in answer_with(self.llm, "compare", full_msgs):
+                yield ev
+            large = calls[-1]
+            for c, label in ((small, "small"), (large, "large")):
+                if c.error:
+                    yield Notice(f"The {label} model failed: {c.error}", "warning")
+            best = large if large.record.text else small
+            final, final_model = (best.record.text or None), best.record.model
+            incomplete = not best.ok
+            run.reason = "compare: both models answered the same question"
+        else:
+            draft: _Call | None = None
+            decision: Decision | None = None
+            if mode == "auto":
+                decision = self.policy.before_draft(used, hits)
+                run.reason = decision.reason
+                if decision.abstain:
+                    abstained = True
+                    final, final_model = self._abstain_text(decision), "policy"
+            if final is None and mode in ("auto", "never") and not (decision and decision.escalate):
+                async for ev in answer_with(self.slm, "draft", draft_msgs):
+                    yield ev
+                draft = calls[-1]
+                if draft.ok and mode == "never":
+                    final, final_model = draft.record.text, self.slm.name
+                elif draft.ok:
+                    decision = self.policy.after_draft(used, sources, draft.record.text)
+                    run.reason = decision.reason
+                    if not decision.escalate:
+                        final, final_model = draft.record.text, self.slm.name
+                elif draft.cut and mode == "never":
+                    final, final_model, incomplete = draft.record.text, self.slm.name, True
+                    yield Notice(
+                        f"{draft.error} — the answer is incomplete; ask again to retry.", "warning"
+                    )
+                else:
+                    yield Notice(
+                        f"The small model is unavailable ({draft.error}); the large model answers instead.",
+                        "warning",
+                    )
+                    decision = Decision(
+                        True, "after", f"escalated: the small model failed ({draft.error})"
+                    )
+                    run.reason = decision.reason
+            if final is None:
+                if mode == "auto" and decision is not None:
+                    run.escalated = True
+                    yield Escalated(decision)
+                use_refine = strategy == "refine" and draft is not None and draft.ok
+                msgs = (
+                    refine_messages(q, sources, draft.record.text)
+                    if use_refine and draft
+                    else full_msgs
+                )
+                async for ev in answer_with(self.llm, "refine" if use_refine else "answer", msgs):
+                    yield ev
+                big = calls[-1]
+                if big.ok:
+                    final, final_model = big.record.text, self.llm.name
+                    if mode == "auto" and decision is not None and decision.stage == "before":
+                        after = self.policy.after_answer(used, hits, big.record.text)
+                        if after.abstain:
+                            abstained = True
+                            run.reason += "; " + after.reason
+                            final, final_model = self._abstain_text(after), "policy"
+                elif big.cut:
+                    final, final_model, incomplete = big.record.text, self.llm.name, True
+                    yield Notice(
+                        f"{big.error} — the answer is incomplete; ask again to retry.", "warning"
+                    )
+                elif draft is not None and draft.record.text:
+                    final, final_model = draft.record.text, self.slm.name
+                    incomplete = not draft.ok
+                    yield Notice(
+                        f"The large model is unavailable ({big.error}); showing the small model's draft.",
+                        "warning",
+                    )
+                elif mode == "always" or draft is None:
+                    yield Notice(
+                        f"The large model is unavailable ({big.error}); the small model answers instead.",
+                        "warning",
+                    )
+                    if draft is None:
+                        async for ev in answer_with(self.slm, "draft", draft_msgs):
+                            yield ev
+                        draft = calls[-1]
+                    if draft.record.text:
+                        final, final_model, incomplete = (
+                            draft.record.text,
+                            self.slm.name,
+                            not draft.ok,
+                        )
+
+        if final is None:
+            errors = "; ".join(str(c.error) for c in calls if c.error)
+            yield Notice(f"No model could answer ({errors}).", "warning")
+            final, final_model = retrieval_only_answer(sources), "retrieval-only"
+
+        total_ms = (time.perf_counter() - t0) * 1000
+        cost = sum(cost_of(u, m.slm if u.model == self.slm.name else m.llm) for _, u in run.stages)
+        metrics = Metrics(
+            retriever=used,
+            models=tuple(dict.fromkeys(run.models)),
+            prep_ms=prep_ms,
+            retrieval_ms=retrieval_ms,
+            total_ms=total_ms,
+            stages=tuple(run.stages),
+            escalated=run.escalated,
+            reason=run.reason,
+            cost=cost,
+            incomplete=incomplete,
+        )
+        citations = () if abstained else check_citations(final, sources)
+        yield Done(final, final_model, sources, citations, metrics, abstained)
+
+    def _abstain_text(self, decision: Decision) -> str:
+        return (
+            "The documents do not seem to cover this question, so I won't guess. "
+            f"({decision.reason}.) Try rephrasing, or check the passages listed under Retrieve."
+        )
+
+    def llm_only_cost(self, usage_in: int, usage_out: int) -> float:
+        """What the same tokens would cost on the large model (the saving shown in demos)."""
+        m = self.cfg.models.llm
+        return (usage_in * m.price_in_per_1k + usage_out * m.price_out_per_1k) / 1000.0
+
+
+def build_assistant(cfg: Config, progress: Progress | None = None) -> Assistant:
+    """Wire the index, the two models and the escalation policy from the configuration."""
+    index = IndexManager(cfg, progress)
+    policy = POLICIES[cfg.escalation.policy](cfg.escalation)
+    return Assistant(cfg, index, make_chat_model(cfg, "slm"), make_chat_model(cfg, "llm"), policy)
+
+
+def sources_of(done: Done) -> list[Source]:
+    """Sources the answer actually cites (verified), in marker order."""
+    return [c.source for c in done.citations if c.source is not None]

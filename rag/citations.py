@@ -1,0 +1,134 @@
+"""Pure functions over citation markers ([1], [1][3], [1, 3]) and answer text.
+
+Also the cheap lexical support score the escalation policy uses, and SQuAD-style answer
+normalisation, token F1 and containment for the answer evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from rag.types import Citation, Source
+
+# A marker is "[" n ("," n)* "]" with n a number from 1 without leading zeros; "[10.2]",
+# "[x]", "[^1]", "[0]" and "[1,000]" are not markers. The leading blank is matched so that
+# stripping "done [1]." gives "done.".
+_MARKER = re.compile(r"([ \t]*)\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
+# Decimal numbers stay whole ("2.5", "1,000"); words keep inner apostrophes ("don't").
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+_STOPWORD_TEXT = """
+    a about above after again against all also am an and any are aren't as at be because been
+    before being below between both but by can can't cannot could couldn't did didn't do does
+    doesn't doing don't down during each either etc few for from further had hadn't has hasn't
+    have haven't having he her here hers herself him himself his how however i i'm if in into is
+    isn't it it's its itself just let's may me might more most must mustn't my myself no nor not
+    now of off on once only or other ought our ours ourselves out over own per same shall shan't
+    she should shouldn't so some such than that that's the their theirs them themselves then there
+    there's these they this those through thus to too under until up upon us very via was wasn't
+    we were weren't what what's when where which while who whom why will with won't would
+    wouldn't yes yet you your yours yourself yourselves
+"""
+STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
+
+
+def find_markers(text: str) -> list[int]:
+    """Citation numbers in ``text`` ([1], [1][3], [1, 3]) in order of first appearance, deduped."""
+    seen: dict[int, None] = {}
+    for match in _MARKER.finditer(text):
+        for n in _numbers(match) or ():
+            seen.setdefault(n, None)
+    return list(seen)
+
+
+def _numbers(match: re.Match[str]) -> list[int] | None:
+    """The numbers of a marker match, or None when it is not a marker after all ("[0]")."""
+    parts = [part.strip() for part in match.group(2).split(",")]
+    if any(part.startswith("0") for part in parts):
+        return None
+    return [int(part) for part in parts]
+
+
+def _drop_marker(match: re.Match[str]) -> str:
+    return match.group(0) if _numbers(match) is None else ""
+
+
+def strip_markers(text: str) -> str:
+    """``text`` with every citation marker (and the blank just before it) removed."""
+    return _MARKER.sub(_drop_marker, text)
+
+
+def check_citations(text: str, sources: Sequence[Source]) -> tuple[Citation, ...]:
+    """One Citation per marker in ``text``; its source is None when no source has that number."""
+    by_n = {source.n: source for source in sources}
+    return tuple(Citation(n=n, source=by_n.get(n)) for n in find_markers(text))
+
+
+def is_citation_only(text: str) -> bool:
+    """True when ``text`` holds at least one marker and otherwise only punctuation and blanks."""
+    if not find_markers(text):
+        return False
+    return not any(ch.isalnum() for ch in strip_markers(text))
+
+
+def content_tokens(text: str) -> list[str]:
+    """Lowercased word and number tokens of ``text`` without markers or stopwords."""
+    plain = strip_markers(text).translate(_APOSTROPHES).casefold()
+    return [tok for tok in _TOKEN.findall(plain) if tok not in STOPWORDS]
+
+
+def support_score(text: str, passages: Sequence[str]) -> float:
+    """Share of the draft's distinct content tokens found in ``passages``, in [0, 1].
+
+    Distinct tokens, so a draft that repeats one supported word cannot inflate its score.
+    A draft with no content tokens at all (empty, only markers or stopwords) scores 0.0:
+    it says nothing the passages could support.
+    """
+    draft = set(content_tokens(text))
+    if not draft:
+        return 0.0
+    known: set[str] = set()
+    for passage in passages:
+        known.update(content_tokens(passage))
+    return len(draft & known) / len(draft)
+
+
+# ---- SQuAD-style answer evaluation ----
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lowercase, drop punctuation and the articles a/an/the, and collapse whitespace (SQuAD)."""
+    lowered = s.lower()
+    no_punct = "".join(ch for ch in lowered if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", no_punct).split())
+
+
+def token_f1(pred: str, gold: str) -> float:
+    """SQuAD token F1 between normalised ``pred`` and ``gold``; two empty answers score 1.0."""
+    pred_tokens = normalize_answer(pred).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision = common / len(pred_tokens)
+    recall = common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains_gold(pred: str, golds: Iterable[str]) -> bool:
+    """True when a non-empty normalised gold answer occurs in normalised ``pred`` as whole words."""
+    padded = f" {normalize_answer(pred)} "
+    for gold in golds:
+        norm = normalize_answer(gold)
+        if norm and f" {norm} " in padded:
+            return True
+    return False

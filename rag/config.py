@@ -1,0 +1,247 @@
+"""Typed configuration: rag.yaml validated into frozen pydantic models, with env overrides.
+
+Overrides use ``RAG__SECTION__KEY=value`` (e.g. ``RAG__RETRIEVAL__RETRIEVER=bm25``); values
+are parsed as YAML scalars so numbers and booleans work. ``FOUNDRY_LOCAL_ENDPOINT`` and
+``MILVUS_URI`` are honoured as in the workshop samples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rag.errors import ConfigError
+
+RetrieverName = Literal["lexical", "bm25", "embedding", "hybrid"]
+Provider = Literal["embedded", "foundry-local", "ollama", "openai-compatible"]
+Mode = Literal["auto", "never", "always", "compare"]
+Strategy = Literal["answer", "refine"]
+
+PROVIDER_URLS: dict[str, str] = {
+    "foundry-local": "http://localhost:5273/v1",
+    "ollama": "http://localhost:11434/v1",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorpusConfig(_Model):
+    """Where documents live and how they are cut into chunks."""
+
+    path: Path = Path("docs_corpus")
+    uploads_dir: Path = Path("docs_corpus/uploads")
+    chunk_words: int = Field(180, ge=20, le=2000)
+    overlap_words: int = Field(30, ge=0, le=500)
+    max_file_mb: float = Field(10.0, gt=0)
+    exclude: tuple[str, ...] = ("README.md",)  # glob patterns relative to corpus.path
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> CorpusConfig:
+        if self.overlap_words >= self.chunk_words:
+            raise ValueError(
+                f"corpus.overlap_words ({self.overlap_words}) must be below "
+                f"corpus.chunk_words ({self.chunk_words})"
+            )
+        return self
+
+
+class BM25Config(_Model):
+    k1: float = Field(1.2, gt=0)
+    b: float = Field(0.75, ge=0, le=1)
+    stemming: bool = True
+    stopwords: bool = True
+
+
+class EmbeddingConfig(_Model):
+    """ONNX int8 by default; fp32 and torch are there for parity checks."""
+
+    backend: Literal["onnx-int8", "onnx-fp32", "torch"] = "onnx-int8"
+    batch_size: int = Field(32, ge=1, le=1024)
+    max_seq_length: int = Field(256, ge=16, le=512)
+    threads: int = Field(0, ge=0)  # 0 lets onnxruntime choose
+
+
+class HybridConfig(_Model):
+    method: Literal["rrf", "minmax"] = "minmax"
+    rrf_k: int = Field(60, ge=1)
+    alpha: float = Field(0.5, ge=0, le=1)  # weight on the dense (embedding) score
+    candidates: int = Field(100, ge=1)
+
+
+class RetrievalConfig(_Model):
+    """Which retriever answers by default and how each one is tuned."""
+
+    retriever: RetrieverName = "hybrid"
+    top_k: int = Field(5, ge=1, le=50)
+    bm25: BM25Config = BM25Config()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    hybrid: HybridConfig = HybridConfig()
+    rerank: bool = False  # seam only: no cross-encoder ships offline
+
+
+class ModelConfig(_Model):
+    """One chat model on one OpenAI-compatible server."""
+
+    provider: Provider = "embedded"
+    model: str
+    base_url: str | None = None  # None: the provider's default
+    api_key_env: str | None = None  # name of the env variable holding the key
+    context_window: int = Field(4096, ge=512)
+    max_tokens: int = Field(256, ge=16)
+    temperature: float = Field(0.1, ge=0, le=2)
+    price_in_per_1k: float = Field(0.0, ge=0)  # hypothetical cost per 1k prompt tokens
+    price_out_per_1k: float = Field(0.0, ge=0)  # and per 1k completion tokens
+
+
+class TimeoutsConfig(_Model):
+    connect_s: float = Field(5.0, gt=0)
+    first_token_s: float = Field(120.0, gt=0)
+    total_s: float = Field(300.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)  # before the first token only
+    backoff_s: float = Field(0.5, ge=0)
+
+
+class EmbeddedConfig(_Model):
+    """The llama.cpp server that `rag models serve` starts when a model's provider is embedded."""
+
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    slm_port: int = Field(8101, ge=1024, le=65535)
+    llm_port: int = Field(8102, ge=1024, le=65535)
+    slm_file: str = "qwen2.5-coder-0.5b-instruct"
+    llm_file: str = "qwen2.5-coder-1.5b-instruct"
+    n_ctx: int = Field(4096, ge=512)
+    n_threads: int = Field(2, ge=1)
+
+
+class ModelsConfig(_Model):
+    slm: ModelConfig = ModelConfig(model="qwen2.5-coder-0.5b-instruct")
+    llm: ModelConfig = ModelConfig(model="qwen2.5-coder-1.5b-instruct")
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    embedded: EmbeddedConfig = EmbeddedConfig()
+
+
+class EscalationConfig(_Model):
+    """When the small model's draft is handed to the large model, and how."""
+
+    mode: Mode = "auto"
+    strategy: Strategy = "answer"
+    policy: Literal["signals"] = "signals"
+    min_draft_chars: int = Field(120, ge=0)
+    # weak context: top score below this, per retriever (scores are not comparable)
+    weak_context: dict[str, float] = {
+        "lexical": 0.2,
+        "bm25": 3.0,
+        "embedding": 0.3,
+        "hybrid": 0.35,
+    }
+    # ambiguous context: top score minus the second below this, per retriever (0 = off)
+    min_margin: dict[str, float] = {"lexical": 0.0, "bm25": 0.0, "embedding": 0.0, "hybrid": 0.0}
+    on_weak_context: Literal["abstain", "escalate"] = "abstain"
+    min_support: float = Field(0.5, ge=0, le=1)
+    evasive_patterns: tuple[str, ...] = (
+        r"\b(cannot|can't|can not|unable to) (answer|find|determine)",
+        r"\bnot (mentioned|provided|specified|included|covered|stated)\b",
+        r"\b(does not|doesn't|do not|don't) (contain|mention|provide|say|include|specify)",
+        r"\bno (information|mention|details)\b",
+        r"\bI don't know\b",
+    )
+
+
+class ChatConfig(_Model):
+    max_message_chars: int = Field(8000, ge=10)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Config(_Model):
+    """The whole of rag.yaml."""
+
+    data_dir: Path = Path(".rag")
+    corpus: CorpusConfig = CorpusConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    models: ModelsConfig = ModelsConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    chat: ChatConfig = ChatConfig()
+    server: ServerConfig = ServerConfig()
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        bad = e.get("input")
+        shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
+        lines.append(f"  {loc}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: Path | str | None = "rag.yaml", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load rag.yaml (if it exists) and apply RAG__SECTION__KEY overrides from ``environ``."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None and Path(path).exists():
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded
+    elif path is not None and Path(path) != Path("rag.yaml"):
+        raise ConfigError(f"config file {path} does not exist")
+    for name, value in sorted(env.items()):
+        if name.startswith("RAG__"):
+            keys = [k.lower() for k in name[5:].split("__") if k]
+            if keys:
+                _set_path(raw, keys, yaml.safe_load(value) if value else value)
+                source = f"{source} + environment"
+    foundry = env.get("FOUNDRY_LOCAL_ENDPOINT")
+    if foundry:
+        PROVIDER_URLS["foundry-local"] = foundry.rstrip("/") + (
+            "" if foundry.rstrip("/").endswith("/v1") else "/v1"
+        )
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from None
+
+
+def base_url_for(model: ModelConfig, embedded: EmbeddedConfig, role: Literal["slm", "llm"]) -> str:
+    """The OpenAI-compatible base URL a model is reached at."""
+    if model.base_url:
+        return model.base_url.rstrip("/")
+    if model.provider == "embedded":
+        port = embedded.slm_port if role == "slm" else embedded.llm_port
+        return f"http://{embedded.host}:{port}/v1"
+    if model.provider in PROVIDER_URLS:
+        return PROVIDER_URLS[model.provider]
+    raise ConfigError(
+        f"models.{role}.base_url is required for provider {model.provider!r} "
+        "(e.g. http://localhost:8000/v1)"
+    )

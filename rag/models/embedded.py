@@ -1,0 +1,135 @@
+"""The embedded default: llama.cpp's OpenAI-compatible server, one process per model.
+
+Each model gets its own port so both stay loaded. Servers bind 127.0.0.1 only, log to
+<data_dir>/logs/, and are stopped (terminate, then kill) when the context manager exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rag.config import Config
+from rag.errors import ModelError
+from rag.models.artifacts import gguf_path
+
+Role = Literal["slm", "llm"]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    role: Role
+    alias: str  # the model name requests use
+    gguf: Path
+    port: int
+    n_ctx: int
+    n_threads: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def embedded_specs(cfg: Config) -> list[ServerSpec]:
+    """One spec per role whose provider is `embedded` (verifies the GGUF files exist)."""
+    e = cfg.models.embedded
+    specs = []
+    for role, mcfg, file, port in (
+        ("slm", cfg.models.slm, e.slm_file, e.slm_port),
+        ("llm", cfg.models.llm, e.llm_file, e.llm_port),
+    ):
+        if mcfg.provider == "embedded" and mcfg.base_url is None:
+            path = gguf_path(file, cfg.data_dir)
+            specs.append(ServerSpec(role, mcfg.model, path, port, e.n_ctx, e.n_threads))  # type: ignore[arg-type]
+    return specs
+
+
+def probe(base_url: str, timeout: float = 1.0) -> list[str] | None:
+    """Model ids served at base_url, or None if nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=timeout) as resp:
+            data = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def serve(
+    specs: list[ServerSpec],
+    log_dir: Path,
+    progress: Callable[[str], None] = print,
+    ready_timeout_s: float = 180.0,
+) -> Iterator[list[ServerSpec]]:
+    """Start a llama.cpp server per spec, wait until each answers, stop them all on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[ServerSpec, subprocess.Popen[bytes], Path]] = []
+    try:
+        for spec in specs:
+            served = probe(spec.base_url)
+            if served is not None:
+                if spec.alias in served:
+                    progress(
+                        f"{spec.role}: {spec.alias} already served at {spec.base_url}; reusing it"
+                    )
+                    continue
+                raise ModelError(
+                    f"port {spec.port} is taken by another server (serving {served}); "
+                    f"free it or set models.embedded.{spec.role}_port in rag.yaml",
+                    kind="port",
+                )
+            log = log_dir / f"llama-{spec.role}.log"
+            cmd = [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(spec.gguf), "--model_alias", spec.alias,
+                "--host", "127.0.0.1", "--port", str(spec.port),
+                "--n_ctx", str(spec.n_ctx), "--n_threads", str(spec.n_threads),
+            ]  # fmt: skip
+            progress(f"{spec.role}: starting llama.cpp server for {spec.alias} on {spec.base_url}")
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+            procs.append((spec, proc, log))
+        for spec, proc, log in procs:
+            deadline = time.monotonic() + ready_timeout_s
+            while probe(spec.base_url) is None:
+                if proc.poll() is not None:
+                    raise ModelError(
+                        f"the llama.cpp server for {spec.alias} exited with code {proc.returncode}; "
+                        f"last log lines ({log}):\n{_log_tail(log)}",
+                        kind="start",
+                    )
+                if time.monotonic() > deadline:
+                    raise ModelError(
+                        f"the llama.cpp server for {spec.alias} did not answer within "
+                        f"{ready_timeout_s:.0f} s; see {log}",
+                        kind="start",
+                    )
+                time.sleep(0.3)
+            progress(f"{spec.role}: {spec.alias} ready")
+        yield specs
+    finally:
+        for _spec, proc, _log in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _spec, proc, _log in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

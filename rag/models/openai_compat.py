@@ -1,0 +1,167 @@
+"""One ChatModel for every OpenAI-compatible server (Foundry Local, Ollama, vLLM, llama.cpp)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+
+from rag.config import ModelConfig, TimeoutsConfig
+from rag.errors import ModelError
+from rag.models.base import CallRecord, Message
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token estimate (UTF-8 bytes / 3) for budgeting without a tokenizer."""
+    return math.ceil(len(text.encode("utf-8")) / 3)
+
+
+class OpenAICompatModel:
+    """Streams chat completions with connect / first-token / total timeouts and typed errors."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        base_url: str,
+        timeouts: TimeoutsConfig,
+        *,
+        model_id: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.model
+        self.model_id = model_id or cfg.model
+        self.base_url = base_url
+        self.timeouts = timeouts
+        key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=key or "not-needed",
+            max_retries=0,
+            timeout=openai.Timeout(timeouts.total_s, connect=timeouts.connect_s),
+        )
+
+    async def _open(self, body: dict[str, Any]) -> Any:
+        try:
+            return await self._client.chat.completions.create(**body)
+        except openai.APIConnectionError as exc:
+            raise ModelError(
+                f"cannot reach model server {self.base_url} ({self.name}): {exc.__cause__ or exc}",
+                kind="refused",
+            ) from None
+        except openai.APIStatusError as exc:
+            raise ModelError(
+                f"model server {self.base_url} answered HTTP {exc.status_code} for {self.name}",
+                kind=f"http-{exc.status_code}",
+            ) from None
+
+    async def _open_with_retries(self, body: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await self._open(body)
+            except ModelError as exc:
+                retryable = exc.kind == "refused" or exc.kind in (
+                    "http-500",
+                    "http-502",
+                    "http-503",
+                )
+                if not retryable or attempt >= self.timeouts.retries:
+                    raise
+                await asyncio.sleep(self.timeouts.backoff_s * (2**attempt))
+                attempt += 1
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        record: CallRecord,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> AsyncIterator[str]:
+        """Yield content deltas; see ChatModel.stream for the error contract."""
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": list(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": max_tokens or self.cfg.max_tokens,
+            "temperature": self.cfg.temperature if temperature is None else temperature,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        t0 = time.perf_counter()
+        deadline = t0 + self.timeouts.total_s
+        first_deadline = t0 + self.timeouts.first_token_s
+        usage: Any = None
+        deltas = 0
+        try:
+            stream = await asyncio.wait_for(
+                self._open_with_retries(body), timeout=self.timeouts.first_token_s
+            )
+            iterator = stream.__aiter__()
+            while True:
+                limit = (first_deadline if not record.text else deadline) - time.perf_counter()
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=max(limit, 0.001))
+                except StopAsyncIteration:
+                    break
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                for choice in chunk.choices or ():
+                    piece = choice.delta.content if choice.delta else None
+                    if choice.finish_reason:
+                        record.finished = True
+                    if piece:
+                        if not record.text:
+                            record.ttft_ms = (time.perf_counter() - t0) * 1000
+                        record.text += piece
+                        deltas += 1
+                        yield piece
+        except TimeoutError:
+            which = "first token" if not record.text else "whole answer"
+            limit_s = self.timeouts.first_token_s if not record.text else self.timeouts.total_s
+            raise ModelError(
+                f"{self.name} timed out waiting for the {which} (limit {limit_s:g} s)",
+                kind="timeout",
+                partial=record.text,
+            ) from None
+        except ModelError:
+            raise
+        except json.JSONDecodeError:
+            raise ModelError(
+                f"{self.name} sent a malformed stream chunk (not JSON)",
+                kind="malformed",
+                partial=record.text,
+            ) from None
+        except Exception as exc:  # httpx2 transport errors, openai.APIError mid-stream
+            kind = "cut" if record.text else "refused"
+            raise ModelError(
+                f"{self.name}: the connection to {self.base_url} broke"
+                f"{' mid-answer' if record.text else ''} ({type(exc).__name__})",
+                kind=kind,
+                partial=record.text,
+            ) from None
+        finally:
+            record.total_ms = (time.perf_counter() - t0) * 1000
+            if usage is not None:
+                record.prompt_tokens = int(usage.prompt_tokens or 0)
+                record.completion_tokens = int(usage.completion_tokens or 0)
+            else:
+                record.estimated = True
+                record.prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+                record.completion_tokens = deltas
+        if not record.text:
+            raise ModelError(f"{self.name} returned an empty answer", kind="empty")
+        if not record.finished:
+            raise ModelError(
+                f"{self.name}: the answer stream ended before the model finished",
+                kind="cut",
+                partial=record.text,
+            )
