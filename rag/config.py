@@ -185,6 +185,17 @@ def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``, recursively for sections (unknown keys are kept for pydantic)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _format_validation(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
@@ -215,6 +226,7 @@ def load_config(
         raw = loaded
     elif path is not None and Path(path) != Path("rag.yaml"):
         raise ConfigError(f"config file {path} does not exist")
+    raw = _merge(Config().model_dump(mode="json"), raw)
     for name, value in sorted(env.items()):
         if name.startswith("RAG__"):
             keys = [k.lower() for k in name[5:].split("__") if k]
@@ -223,9 +235,13 @@ def load_config(
                 source = f"{source} + environment"
     foundry = env.get("FOUNDRY_LOCAL_ENDPOINT")
     if foundry:
-        PROVIDER_URLS["foundry-local"] = foundry.rstrip("/") + (
-            "" if foundry.rstrip("/").endswith("/v1") else "/v1"
-        )
+        url = foundry.rstrip("/")
+        url = url if url.endswith("/v1") else url + "/v1"
+        models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+        for role in ("slm", "llm"):
+            m = models.get(role) if isinstance(models.get(role), dict) else {}
+            if m.get("provider") == "foundry-local" and not m.get("base_url"):
+                _set_path(raw, ["models", role, "base_url"], url)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

@@ -216,6 +216,18 @@ def _sections_from_pdf(raw: bytes, name: str) -> tuple[str | None, list[Section]
     return title, sections
 
 
+_MAGIC = (b"%PDF-", b"PK\x03\x04", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"MZ")
+
+
+def looks_binary(raw: bytes) -> bool:
+    """Known binary signatures, or more than 1% NUL/control bytes in the first 4 KB."""
+    if raw.startswith(_MAGIC):
+        return True
+    head = raw[:4096]
+    control = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return control > 2 + len(head) // 100
+
+
 def parse_document(doc_id: str, raw: bytes, warnings: list[str] | None = None) -> Document:
     """Parse one file's bytes by its extension; raises CorpusError if it is unusable."""
     warns = warnings if warnings is not None else []
@@ -231,7 +243,7 @@ def parse_document(doc_id: str, raw: bytes, warnings: list[str] | None = None) -
             raise CorpusError(f"{doc_id}: not a PDF (the file does not start with %PDF-)")
         title, sections = _sections_from_pdf(raw, doc_id)
     else:
-        if raw.startswith(b"%PDF-") or b"\x00" in raw[:1024]:
+        if looks_binary(raw):
             raise CorpusError(f"{doc_id}: binary content behind a {suffix} extension")
         text = _decode(raw, doc_id, warns)
         if suffix in (".html", ".htm"):

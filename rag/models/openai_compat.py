@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -45,6 +46,10 @@ class OpenAICompatModel:
             max_retries=0,
             timeout=openai.Timeout(timeouts.total_s, connect=timeouts.connect_s),
         )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and its pooled connections."""
+        await self._client.close()
 
     async def _open(self, body: dict[str, Any]) -> Any:
         try:
@@ -101,6 +106,7 @@ class OpenAICompatModel:
         first_deadline = t0 + self.timeouts.first_token_s
         usage: Any = None
         deltas = 0
+        stream: Any = None
         try:
             stream = await asyncio.wait_for(
                 self._open_with_retries(body), timeout=self.timeouts.first_token_s
@@ -150,6 +156,11 @@ class OpenAICompatModel:
             ) from None
         finally:
             record.total_ms = (time.perf_counter() - t0) * 1000
+            if stream is not None:
+                # Release the connection even when the caller stops reading early (a user
+                # pressed stop): the server sees the hang-up and stops generating.
+                with contextlib.suppress(Exception):
+                    await stream.close()
             if usage is not None:
                 record.prompt_tokens = int(usage.prompt_tokens or 0)
                 record.completion_tokens = int(usage.completion_tokens or 0)

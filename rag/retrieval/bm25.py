@@ -193,9 +193,11 @@ class BM25Retriever:
                 (i for i, (a, b) in enumerate(zip(saved_ids, ids, strict=False)) if a != b),
                 min(len(saved_ids), len(ids)),
             )
+            saved = saved_ids[first] if first < len(saved_ids) else None
+            given = ids[first] if first < len(ids) else None
             raise IndexError_(
                 f"BM25 index at {folder} was built for other chunks ({len(saved_ids)} saved, "
-                f"{len(ids)} given; first difference at position {first}); "
+                f"{len(ids)} given; at position {first} saved {saved!r}, given {given!r}); "
                 "run `rag index` to rebuild it"
             )
         if meta.get("fingerprint") != self.fingerprint():
