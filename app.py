@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import chainlit as cl
+import chainlit.server
 from chainlit.input_widget import Select, Slider
 
 from rag import RagError, load_config
@@ -33,9 +35,22 @@ MODES = ["auto", "never", "always", "compare"]
 WELCOME = (
     "👋 **Welcome to the Docs Assistant.** Ask a question about the team's internal documents "
     "(on-call runbooks, policies, ADRs, the release process…). Answers cite their sources like "
-    "[1] — click a marker to open the passage. Change the retriever and the models in the "
-    "settings panel (⚙)."
+    "[1] — click a marker to open the passage. Change the retriever, the number of passages and "
+    "the escalation mode in the settings panel (⚙)."
 )
+
+# Chainlit's index.html preconnects to Google Fonts and loads KaTeX's CSS from a CDN. This app
+# runs offline (latex = false, no custom fonts), so both tags are dropped: the page then loads
+# nothing from outside this server (tests/e2e/test_offline_page.py checks it).
+_REMOTE_LINK = re.compile(r'\s*<link\b[^>]*\bhref="https?://[^"]*"[^>]*>')
+_chainlit_html = chainlit.server.get_html_template
+
+
+def _offline_html(root_path: str) -> str:
+    return _REMOTE_LINK.sub("", _chainlit_html(root_path))
+
+
+chainlit.server.get_html_template = _offline_html
 
 
 def _opts() -> AskOptions:
@@ -124,7 +139,9 @@ async def _render(question: str) -> None:
     streamed_into_answer = False
     async for ev in ASSISTANT.ask(question, _opts()):
         if isinstance(ev, Retrieved):
-            async with cl.Step(name=f"Retrieve ({ev.retriever})", type="retrieval") as rs:
+            async with cl.Step(
+                name=f"Retrieve ({ev.retriever})", type="retrieval", icon="search"
+            ) as rs:
                 rs.input = question
                 rs.output = _hits_markdown(ev)
         elif isinstance(ev, ContextPacked):
@@ -133,7 +150,15 @@ async def _render(question: str) -> None:
             await cl.Message(content=("⚠️ " if ev.level == "warning" else "ℹ️ ") + ev.text).send()
         elif isinstance(ev, StageStarted):
             if ev.stage in ("draft", "compare"):
-                step = cl.Step(name=f"{ev.stage.title()} · {ev.model}", type="llm")
+                # Sent now but ended later, so not `async with`: name the parent that
+                # `async with` would have chosen, or the step lands below the answer.
+                parent = cl.context.current_step
+                step = cl.Step(
+                    name=f"{ev.stage.title()} · {ev.model}",
+                    type="llm",
+                    icon="notebook-pen",
+                    parent_id=parent.id if parent else None,
+                )
                 await step.send()
             else:
                 streamed_into_answer = True
@@ -148,7 +173,7 @@ async def _render(question: str) -> None:
                 await step.update()
                 step = None
         elif isinstance(ev, Escalated):
-            async with cl.Step(name="Escalate", type="tool") as es:
+            async with cl.Step(name="Escalate", type="tool", icon="arrow-up-right") as es:
                 es.output = ev.decision.reason
         elif isinstance(ev, Failed):
             await cl.Message(content=f"⚠️ {ev.message}").send()
@@ -182,13 +207,10 @@ async def _finish(answer: cl.Message, done: Done, streamed: bool) -> None:
         body += (
             "\n\n⚠️ *This answer is incomplete — the model stopped mid-answer. Ask again to retry.*"
         )
-    by = (
-        done.model
-        if not done.metrics.escalated
-        else f"{done.model} (escalated from the small model)"
-    )
     answer.content = f"{body}\n\n{_footer(done)}"
-    answer.author = by
+    # The model name only: Chainlit looks the author up as an avatar and refuses names with
+    # brackets; the footer says when the answer was escalated.
+    answer.author = done.model
     answer.elements = elements  # type: ignore[assignment]
     if streamed:
         await answer.update()

@@ -279,6 +279,10 @@ class IndexManager:
         cached = self._open.get(name)
         return cached[0] if cached else self.open(name)[0]
 
+    def open_names(self) -> list[str]:
+        """Retrievers opened in this process (they must all see an upload)."""
+        return list(self._open)
+
     def chunks(self, name: str) -> list[Chunk]:
         """Chunks of an index opened in this process."""
         return self._open[name][1] if name in self._open else []

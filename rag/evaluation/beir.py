@@ -110,11 +110,15 @@ def registry_factory(name: str, cfg: Config) -> Retriever:
 
 
 def resolve_names(names: Sequence[str]) -> list[str]:
-    """Expand ``all`` to every registered retriever, keeping order and dropping repeats."""
+    """Expand ``all`` to every registered retriever, keep order, drop repeats, refuse unknowns."""
     from rag.retrieval import RETRIEVERS
 
     out: list[str] = []
     for name in names:
+        if name != "all" and name not in RETRIEVERS:
+            raise ConfigError(
+                f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}, all"
+            )
         for n in RETRIEVERS if name == "all" else [name]:
             if n not in out:
                 out.append(n)

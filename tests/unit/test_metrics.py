@@ -53,7 +53,7 @@ def test_a_repeated_doc_counts_once_at_its_best_rank() -> None:
 
 
 def test_k_below_one_raises() -> None:
-    with pytest.raises(ValueError, match="k must be at least 1. Currently, k is 0"):
+    with pytest.raises(ValueError, match=r"k must be at least 1\. Currently, k is 0"):
         ndcg_at_k(QRELS, RUN, 0)
 
 

@@ -1,0 +1,207 @@
+"""Real servers for browser tests: the fake OpenAI server, `chainlit run app.py`, Debian's Chromium.
+
+Each test gets a fresh browser context whose requests to anything but loopback are aborted and
+recorded in `page_requests.blocked`, so a page that tries to reach the internet is caught, not
+left waiting on DNS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from tests.conftest import REPO_ROOT, is_loopback_host
+from tests.fake_openai import closed_port_url, free_port
+
+CHROMIUM = Path(os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+SLM = "qwen2.5-coder-0.5b-instruct"
+LLM = "qwen2.5-coder-1.5b-instruct"
+TOKEN_DELAY_S = 0.02  # slow enough that streaming is visible, fast enough for a quick suite
+START_TIMEOUT_S = 90.0
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _wait_http_200(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with code {proc.returncode}; log tail:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = repr(exc)
+        time.sleep(0.25)
+    _stop(proc)
+    pytest.fail(
+        f"{what} did not answer HTTP 200 on {url} within {START_TIMEOUT_S:g} s ({last}); "
+        f"log tail:\n{_tail(log)}"
+    )
+
+
+@contextlib.contextmanager
+def run_fake_openai(workdir: Path, script: dict[str, object]) -> Iterator[str]:
+    """Run tests/fake_openai.py as a subprocess with `script`; yields its /v1 base URL."""
+    script_path = workdir / "fake_openai_script.json"
+    script_path.write_text(json.dumps(script), encoding="utf-8")
+    log = workdir / "fake_openai.log"
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "tests/fake_openai.py", "--port", str(port), "--script", script_path],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_http_200(f"http://127.0.0.1:{port}/v1/models", proc, log, "the fake OpenAI server")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def run_chainlit(workdir: Path, models_base_url: str, retriever: str = "lexical") -> Iterator[str]:
+    """Run `chainlit run app.py --headless` on a free loopback port; yields the app's URL."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAG__MODELS__SLM__BASE_URL": models_base_url,
+        "RAG__MODELS__LLM__BASE_URL": models_base_url,
+        "RAG__MODELS__SLM__MODEL": SLM,
+        "RAG__MODELS__LLM__MODEL": LLM,
+        "RAG__DATA_DIR": str(workdir / "data"),
+        "RAG__RETRIEVAL__RETRIEVER": retriever,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = workdir / "chainlit.log"
+    cmd = [sys.executable, "-m", "chainlit", "run", "app.py", "--headless"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http_200(f"{url}/", proc, log, "chainlit")
+        yield url
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def fake_models_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Both models answer "@echo-context" (first sentence of passage [1] + " [1]"), streamed."""
+    spec = {"default": "@echo-context", "token_delay_s": TOKEN_DELAY_S}
+    script = {"models": {SLM: spec, LLM: spec}}
+    with run_fake_openai(tmp_path_factory.mktemp("fake-openai"), script) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory: pytest.TempPathFactory, fake_models_url: str) -> Iterator[str]:
+    """The chat app served by chainlit, its models pointed at the fake server."""
+    with run_chainlit(tmp_path_factory.mktemp("chainlit"), fake_models_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def app_url_models_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second chat app whose model servers refuse connections (nothing listens there)."""
+    with run_chainlit(tmp_path_factory.mktemp("chainlit-down"), closed_port_url()) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, launched once per session (never `playwright install`)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found; install it with `make system-deps` (apt chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class PageRequests:
+    """Every URL the page requested, and those aborted for leaving loopback."""
+
+    all: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or is_loopback_host(parts.hostname or "")
+
+
+@pytest.fixture
+def page_requests() -> PageRequests:
+    """The requests of this test's `page` (filled while the test runs)."""
+    return PageRequests()
+
+
+@pytest.fixture
+def page(browser: Browser, page_requests: PageRequests) -> Iterator[Page]:
+    """A page in a fresh browser context; requests that leave loopback are aborted and recorded."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+
+    def block(route: Route) -> None:
+        page_requests.blocked.append(route.request.url)
+        route.abort("internetdisconnected")
+
+    context.route(lambda url: not _is_local(url), block)
+    pg = context.new_page()
+    pg.on("request", lambda request: page_requests.all.append(request.url))
+    yield pg
+    context.close()

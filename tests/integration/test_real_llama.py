@@ -1,0 +1,110 @@
+"""The embedded default for real: llama.cpp's server on SmolLM2-135M, driven through `rag ask`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.config import load_config
+from rag.errors import ModelError
+from rag.models import CallRecord, make_chat_model
+from rag.models.artifacts import smollm2_path
+from rag.models.embedded import ServerSpec, serve
+from tests.fake_openai import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerSpec]:
+    try:
+        gguf = smollm2_path()
+    except Exception as exc:  # the package is part of `make install`; say so instead of failing
+        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    spec = ServerSpec("slm", "smollm2-135m-instruct", gguf, free_port(), 2048, 2)
+    with serve([spec], tmp_path_factory.mktemp("logs"), progress=lambda _m: None) as specs:
+        yield specs[0]
+
+
+def _env(spec: ServerSpec, repo_root: Path, data: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RAG__MODELS__SLM__BASE_URL": spec.base_url,
+            "RAG__MODELS__SLM__MODEL": spec.alias,
+            "RAG__MODELS__SLM__CONTEXT_WINDOW": "2048",
+            "RAG__MODELS__SLM__MAX_TOKENS": "48",
+            "RAG__MODELS__LLM__BASE_URL": spec.base_url,
+            "RAG__MODELS__LLM__MODEL": spec.alias,
+            "RAG__MODELS__LLM__CONTEXT_WINDOW": "2048",
+            "RAG__MODELS__LLM__MAX_TOKENS": "48",
+            "RAG__RETRIEVAL__RETRIEVER": "bm25",
+            "RAG__RETRIEVAL__TOP_K": "3",
+            "RAG__DATA_DIR": str(data),
+        }
+    )
+    return env
+
+
+def test_rag_ask_json_streams_a_real_answer(
+    smol_server: ServerSpec, repo_root: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "ask", "--json", "--mode", "never",
+         "How many days of annual leave do employees get?"],
+        cwd=repo_root, env=_env(smol_server, repo_root, tmp_path / "data"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["model"] == "smollm2-135m-instruct"
+    assert out["answer"].strip()
+    assert out["sources"] and {"id", "path", "title", "score"} <= set(out["sources"][0])
+    t = out["timings"]
+    assert 0 < t["ttft_ms"] <= t["total_ms"] and t["retrieval_ms"] >= 0
+    assert out["tokens"]["completion"] > 0
+
+
+def test_killing_the_server_mid_answer_keeps_the_partial_text(tmp_path: Path) -> None:
+    try:
+        gguf = smollm2_path()
+    except Exception as exc:
+        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    spec = ServerSpec("slm", "smollm2-135m-instruct", gguf, free_port(), 2048, 2)
+    cfg = load_config(
+        None,
+        environ={
+            "RAG__MODELS__SLM__BASE_URL": spec.base_url,
+            "RAG__MODELS__SLM__MODEL": spec.alias,
+            "RAG__MODELS__SLM__MAX_TOKENS": "400",
+            "RAG__MODELS__TIMEOUTS__RETRIES": "0",
+        },
+    )
+    model = make_chat_model(cfg, "slm")
+    record = CallRecord(model=spec.alias)
+    messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+    async def run() -> ModelError:
+        with serve([spec], tmp_path / "logs", progress=lambda _m: None):
+            pids = subprocess.run(
+                ["pgrep", "-f", f"llama_cpp.server.*port {spec.port}"], capture_output=True, text=True
+            ).stdout.split()
+            try:
+                async for _piece in model.stream(messages, record):
+                    if len(record.text) > 40:
+                        for pid in pids:
+                            os.kill(int(pid), 9)
+            except ModelError as exc:
+                return exc
+        raise AssertionError("the stream survived its server being killed")
+
+    err = asyncio.run(run())
+    assert err.kind == "cut"
+    assert len(err.partial) > 40 and err.partial == record.text
