@@ -317,6 +317,50 @@ def cmd_bench_embed(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
+    from rag.assistant import build_assistant
+    from rag.evaluation.answers import with_reference_prices
+
+    if getattr(args, "cost_profile", "config") == "reference":
+        cfg = with_reference_prices(cfg)
+    return build_assistant(cfg, _progress)
+
+
+def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.evaluation.answers import eval_answers, load_qa
+
+    items = load_qa(Path(args.data))[: args.limit or None]
+    modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
+    assistant = _qa_assistant(cfg, args)
+    rows = asyncio.run(eval_answers(assistant, items, modes, strategy=args.strategy, progress=_progress))
+    _print_rows(rows, args.json)
+    return 0
+
+
+def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.evaluation.answers import calibrate, load_qa
+
+    names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
+    rows = calibrate(_qa_assistant(cfg, args), load_qa(Path(args.data)), names)
+    _print_rows(rows, args.json)
+    if not args.json:
+        print("\nPut the suggestions under escalation.weak_context in rag.yaml.")
+    return 0
+
+
+def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.compare import DEFAULT_PROMPTS, compare_models
+    from rag.models import make_chat_model
+
+    prompts = args.prompt or list(DEFAULT_PROMPTS)
+    models = [("slm", make_chat_model(cfg, "slm")), ("llm", make_chat_model(cfg, "llm"))]
+    rows = asyncio.run(
+        compare_models(models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress)
+    )
+    _print_rows(rows, args.json)
+    return 1 if any("error" in r for r in rows) else 0
+
+
 # ---- argument parsing ----
 
 Handler = Callable[[Config, argparse.Namespace], int]
@@ -367,6 +411,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retriever", default="all", choices=[*RETRIEVER_CHOICES, "all"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_retrieval)
+
+    s = ev.add_parser("answers", help="contains-gold, F1, abstention, escalation, latency, cost per mode")
+    s.add_argument("--data", default="eval/docs_qa")
+    s.add_argument("--mode", default="all", choices=[*get_args(Mode)[:3], "all"])
+    s.add_argument("--strategy", choices=list(get_args(Strategy)))
+    s.add_argument("--limit", type=int, default=0, help="first N questions only")
+    s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
+                   help="reference: large model priced 10x the small one")  # fmt: skip
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_eval_answers)
+    s = ev.add_parser("calibrate", help="suggest weak-context thresholds per retriever")
+    s.add_argument("--data", default="eval/docs_qa")
+    s.add_argument("--retriever", default="all", choices=[*RETRIEVER_CHOICES, "all"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_eval_calibrate)
+
+    s = sub.add_parser("compare", help="small vs large model on the same prompts")
+    s.add_argument("--prompt", action="append", help="repeatable; default: two built-in prompts")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--max-tokens", type=int, default=128, dest="max_tokens")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_compare)
 
     bench = sub.add_parser("bench", help="measure speed").add_subparsers(
         dest="bench_command", required=True
