@@ -23,6 +23,7 @@ import multiprocessing
 import resource
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,7 @@ def bench_retrieval(
         if not isolate:
             rows.append(bench_one(cfg, n_chunks, name, queries))
             continue
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            rows.append(pool.apply(bench_one, (cfg, n_chunks, name, queries)))
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            rows.append(pool.submit(bench_one, cfg, n_chunks, name, queries).result())
     return rows

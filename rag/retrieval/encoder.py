@@ -50,7 +50,14 @@ def mean_pool(hidden: NDArray[np.float32], mask: NDArray[np.int64]) -> NDArray[n
 
 
 class OnnxEncoder:
-    """all-MiniLM-L6-v2 on ONNX Runtime with a `tokenizers` tokenizer; no torch."""
+    """all-MiniLM-L6-v2 on ONNX Runtime with a `tokenizers` tokenizer; no torch.
+
+    fp32 runs length-sorted batches of ``batch_size``. int8 runs one text per call: dynamic
+    quantisation scales activations per tensor, so in a batch each row would depend on its
+    batch-mates (and their padding) by up to 0.01 cosine. One text per call keeps every vector
+    a function of its text alone, so a query scores the same alone or in search_many, and an
+    incremental index equals a full rebuild; without padding it costs little throughput.
+    """
 
     def __init__(
         self,
@@ -71,7 +78,7 @@ class OnnxEncoder:
         self.model_id = manifest.model_id
         self.dim = manifest.dim
         self.variant: str = variant
-        self.batch_size = batch_size
+        self.batch_size = 1 if variant == "int8" else batch_size
         self.max_seq_length = max_seq_length
         self.model_file = manifest.variant_path(variant)
 
