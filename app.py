@@ -10,6 +10,7 @@ from typing import Any
 import chainlit as cl
 import chainlit.server
 from chainlit.input_widget import Select, Slider
+from chainlit.utils import utc_now
 
 from rag import RagError, load_config
 from rag.assistant import AskOptions, Assistant, build_assistant
@@ -121,12 +122,16 @@ def _hits_markdown(ev: Retrieved) -> str:
     return "\n".join(lines)
 
 
+def _ms(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
 def _footer(done: Done) -> str:
     m = done.metrics
     last = m.stages[-1][1] if m.stages else None
-    parts = [m.retriever, done.model, f"retrieval {m.retrieval_ms:.0f} ms"]
+    parts = [m.retriever, done.model, f"retrieval {_ms(m.retrieval_ms)}"]
     if last:
-        parts += [f"first token {last.ttft_ms:.0f} ms", f"{last.tokens_per_s:.1f} tok/s"]
+        parts += [f"first token {_ms(last.ttft_ms)}", f"{last.tokens_per_s:.1f} tok/s"]
     parts.append(f"total {m.total_ms / 1000:.1f} s")
     if m.escalated:
         parts.append("escalated")
@@ -138,9 +143,20 @@ async def _render(question: str) -> None:
     step: cl.Step | None = None
     streamed_into_answer = False
     async for ev in ASSISTANT.ask(question, _opts()):
+        if step is not None and not isinstance(ev, (Token, StageFinished)):
+            # The stage ended without a word (its model failed; a notice follows): mark the
+            # step failed rather than leave an empty "Used Draft".
+            step.is_error = True
+            step.output = "*No answer: the model failed (see the message below).*"
+            step.end = utc_now()
+            await step.update()
+            step = None
         if isinstance(ev, Retrieved):
             async with cl.Step(
-                name=f"Retrieve ({ev.retriever})", type="retrieval", icon="search"
+                name=f"Retrieve ({ev.retriever})",
+                type="retrieval",
+                icon="search",
+                show_input=False,  # the question is right above
             ) as rs:
                 rs.input = question
                 rs.output = _hits_markdown(ev)
@@ -150,26 +166,30 @@ async def _render(question: str) -> None:
             await cl.Message(content=("⚠️ " if ev.level == "warning" else "ℹ️ ") + ev.text).send()
         elif isinstance(ev, StageStarted):
             if ev.stage in ("draft", "compare"):
-                # Sent now but ended later, so not `async with`: name the parent that
-                # `async with` would have chosen, or the step lands below the answer.
+                # Sent now but ended later, so not `async with`: set what it would have (the
+                # parent, else the step lands below the answer; start and end, which drive
+                # "Using…" and the collapse). Open while the draft streams, folded after.
                 parent = cl.context.current_step
                 step = cl.Step(
                     name=f"{ev.stage.title()} · {ev.model}",
                     type="llm",
                     icon="notebook-pen",
                     parent_id=parent.id if parent else None,
+                    default_open=True,
+                    auto_collapse=True,
                 )
+                step.start = utc_now()
                 await step.send()
-            else:
-                streamed_into_answer = True
         elif isinstance(ev, Token):
             if step is not None and ev.stage in ("draft", "compare"):
                 await step.stream_token(ev.text)
             else:
                 await answer.stream_token(ev.text)
+                streamed_into_answer = True  # sent now: _finish updates it, not sends it
         elif isinstance(ev, StageFinished):
             if step is not None:
                 step.output = ev.text + ("\n\n*(cut off)*" if ev.incomplete else "")
+                step.end = utc_now()
                 await step.update()
                 step = None
         elif isinstance(ev, Escalated):
@@ -194,7 +214,9 @@ async def _finish(answer: cl.Message, done: Done, streamed: bool) -> None:
         elements.append(
             cl.Text(
                 name=f"[{c.n}]",
-                content=f"**{ch.title}**\n\n*Path:* `{ch.path}`{heading}\n\n---\n\n{ch.text}",
+                # Chainlit (>= 2.11) opens the panel by itself with every side element of the
+                # chat stacked, so each one names its marker.
+                content=f"**[{c.n}] {ch.title}**\n\n*Path:* `{ch.path}`{heading}\n\n---\n\n{ch.text}",
                 display="side",
             )
         )

@@ -75,10 +75,28 @@ class HybridConfig(_Model):
     candidates: int = Field(100, ge=1)
 
 
+class MilvusConfig(_Model):
+    """Milvus (milvus-lite file, milvus-lite server, standalone or cluster) as the retrieval store."""
+
+    uri: str = ".rag/milvus.db"  # a .db path = embedded milvus-lite; http://host:19530 = a server
+    token_env: str | None = None  # env variable holding "user:password" or an API token
+    collection: str = "docs_chunks"
+    index_type: Literal["HNSW", "FLAT", "AUTOINDEX"] = "HNSW"
+    hnsw_m: int = Field(16, ge=4, le=64)
+    hnsw_ef_construction: int = Field(200, ge=8)
+    search_ef: int = Field(64, ge=8)
+    rrf_k: int = Field(60, ge=1)
+    batch_size: int = Field(256, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0)
+
+
 class RetrievalConfig(_Model):
     """Which retriever answers by default and how each one is tuned."""
 
     retriever: RetrieverName = "hybrid"
+    store: Literal["local", "milvus"] = "local"  # where bm25/embedding/hybrid indexes live
+    milvus: MilvusConfig = MilvusConfig()
     top_k: int = Field(5, ge=1, le=50)
     bm25: BM25Config = BM25Config()
     embedding: EmbeddingConfig = EmbeddingConfig()
@@ -233,6 +251,8 @@ def load_config(
             if keys:
                 _set_path(raw, keys, yaml.safe_load(value) if value else value)
                 source = f"{source} + environment"
+    if env.get("MILVUS_URI"):
+        _set_path(raw, ["retrieval", "milvus", "uri"], env["MILVUS_URI"])
     foundry = env.get("FOUNDRY_LOCAL_ENDPOINT")
     if foundry:
         url = foundry.rstrip("/")

@@ -21,8 +21,8 @@ SYSTEM = (
 )
 
 DRAFT_HINT = (
-    "Answer with one sentence that states the fact, followed by its citation, "
-    'e.g. "Refunds are approved within 14 days [2]."'
+    "Answer with one short sentence that states the fact from the sources, followed by "
+    "its citation like [1]."
 )
 
 REFINE = (

@@ -162,8 +162,8 @@ country where you spend the night:
 | Germany | EUR 55 |
 | France | EUR 55 |
 | United Kingdom | EUR 65 |
-| United States (except New York) | EUR 75 |
-| New York | EUR 90 |
+| United States (except New York) | EUR 80 |
+| New York | EUR 95 |
 
 - On the day you travel out and the day you travel back, you receive 75% of the per diem.
 - When a meal is provided (for example by a conference or a customer), the per diem for that

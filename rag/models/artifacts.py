@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rag.errors import ConfigError, ModelError, RagError, RetrieverUnavailable
 
@@ -185,15 +185,15 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _temp_beside(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _chmod_default(tmp, 0o666)
+        _chmod_default(tmp, 0o644)
         os.replace(tmp, path)
 
 
 def _chmod_default(path: Path, mode: int) -> None:
-    """Give a mkstemp/mkdtemp result (0600/0700) the permissions a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(mode & ~umask)
+    """Widen a mkstemp/mkdtemp result (0600/0700) to the usual 0644/0755."""
+    # A fixed mode rather than 0666 & ~umask: reading the umask means setting it, which
+    # is not thread-safe in the app process.
+    path.chmod(mode)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -213,8 +213,14 @@ def _prepare_models_dir(folder: Path) -> None:
 
 
 def _stamp(path: Path, sha256: str) -> dict[str, Any]:
+    """What a verified file looked like: a later start trusts the same size and mtime."""
     st = path.stat()
-    return {"path": str(path), "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {
+        "path": str(path.resolve()),
+        "sha256": sha256,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
 
 
 def _matches(path: Path, sha256: str, size: int, stamp: Mapping[str, Any] | None) -> bool:
@@ -225,14 +231,22 @@ def _matches(path: Path, sha256: str, size: int, stamp: Mapping[str, Any] | None
         return False
     if st.st_size != size:
         return False
-    if stamp is not None and stamp == {
-        "path": str(path),
-        "sha256": sha256,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-    }:
+    if stamp is not None and stamp == _stamp(path, sha256):
         return True
     return sha256_file(path) == sha256
+
+
+def _verified(name: str, path: Path, sha256: str, size: int, folder: Path) -> bool:
+    """Check ``path`` against its stamp in ``folder/manifest.json``; re-stamp after a full hash."""
+    manifest_path = folder / MANIFEST
+    manifest = _read_json(manifest_path)
+    stamp = manifest.get("files", {}).get(name)
+    if not _matches(path, sha256, size, stamp):
+        return False
+    if stamp != _stamp(path, sha256) and folder.is_dir():
+        manifest.setdefault("files", {})[name] = _stamp(path, sha256)
+        _write_json_atomic(manifest_path, manifest)
+    return True
 
 
 # ---- GGUF chat models ----
@@ -257,12 +271,15 @@ def locate_part(part: Part, requirement: str) -> Path:
     return path
 
 
-def _copy_verified(src: Path, part: Part, out: Any, whole: Any, fix: str) -> None:
+def _copy_verified(
+    src: Path, part: Part, out: BinaryIO, whole: Callable[[bytes], object], fix: str
+) -> None:
+    """Append ``src`` to ``out`` (feeding ``whole`` too), then check the part's own sha256."""
     digest = hashlib.sha256()
     with src.open("rb") as f:
         while block := f.read(_CHUNK):
             digest.update(block)
-            whole.update(block)
+            whole(block)
             out.write(block)
     if digest.hexdigest() != part.sha256:
         raise ModelError(
@@ -277,12 +294,7 @@ def build_gguf(spec: GgufSpec, folder: Path, progress: Progress = print) -> dict
     _prepare_models_dir(folder)
     out = folder / spec.filename
     manifest_path = folder / MANIFEST
-    manifest = _read_json(manifest_path)
-    stamps = manifest.setdefault("files", {})
-    if _matches(out, spec.sha256, spec.size, stamps.get(spec.name)):
-        if stamps.get(spec.name) != _stamp(out, spec.sha256):
-            stamps[spec.name] = _stamp(out, spec.sha256)
-            _write_json_atomic(manifest_path, manifest)
+    if _verified(spec.name, out, spec.sha256, spec.size, folder):
         progress(f"{spec.name}: up to date ({out})")
         return {"path": str(out), "sha256": spec.sha256, "status": "up to date"}
 
@@ -300,10 +312,10 @@ def build_gguf(spec: GgufSpec, folder: Path, progress: Progress = print) -> dict
     with _temp_beside(out) as tmp:
         with tmp.open("wb") as f:
             for src, part in zip(sources, spec.parts, strict=True):
-                _copy_verified(src, part, f, whole, fix)
+                _copy_verified(src, part, f, whole.update, fix)
             f.flush()
             os.fsync(f.fileno())
-        _chmod_default(tmp, 0o666)
+        _chmod_default(tmp, 0o644)
         if whole.hexdigest() != spec.sha256:
             raise ModelError(
                 f"joined {spec.filename} has sha256 {whole.hexdigest()}, expected "
@@ -330,18 +342,12 @@ def smollm2_path() -> Path:
 
 def _verify_smollm2(folder: Path) -> Path:
     path = smollm2_path()
-    manifest_path = folder / MANIFEST
-    manifest = _read_json(manifest_path)
-    stamp = manifest.get("files", {}).get(SMOLLM2_NAME)
-    if not _matches(path, SMOLLM2.sha256, SMOLLM2.size, stamp):
+    if not _verified(SMOLLM2_NAME, path, SMOLLM2.sha256, SMOLLM2.size, folder):
         raise ModelError(
             f"{path} does not match sha256 {SMOLLM2.sha256}; reinstall {SMOLLM2_REQUIREMENT}: "
             f"{INSTALL_FIX}",
             kind="corrupt",
         )
-    if stamp != _stamp(path, SMOLLM2.sha256) and folder.is_dir():
-        manifest.setdefault("files", {})[SMOLLM2_NAME] = _stamp(path, SMOLLM2.sha256)
-        _write_json_atomic(manifest_path, manifest)
     return path
 
 
@@ -357,8 +363,7 @@ def gguf_path(name: str, data_dir: Path) -> Path:
     out = folder / spec.filename
     if not out.is_file():
         raise ModelError(f"{name} is not built ({out} is missing): {BUILD_FIX}", kind="not_built")
-    stamp = _read_json(folder / MANIFEST).get("files", {}).get(name)
-    if not _matches(out, spec.sha256, spec.size, stamp):
+    if not _verified(name, out, spec.sha256, spec.size, folder):
         raise ModelError(
             f"{out} does not match sha256 {spec.sha256} (changed or incomplete): {BUILD_FIX}",
             kind="corrupt",
@@ -448,7 +453,7 @@ def _embedding_current(model_dir: Path, source_version: str) -> bool:
         path = model_dir / rel
         stamp = stamps.get(rel)
         if stamp is not None:
-            stamp = {**stamp, "path": str(path), "sha256": meta.get("sha256")}
+            stamp = {**stamp, "path": str(path.resolve()), "sha256": meta.get("sha256")}
         if not _matches(path, str(meta.get("sha256")), int(meta.get("size", -1)), stamp):
             return False
     return True
@@ -536,7 +541,7 @@ def build_embedding(
             "stamps": stamps,
         }
         _write_json_atomic(tmp / MANIFEST, manifest)
-        _chmod_default(tmp, 0o777)
+        _chmod_default(tmp, 0o755)
         _swap_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

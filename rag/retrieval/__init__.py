@@ -53,6 +53,10 @@ def make_retriever(name: str, cfg: Config) -> Retriever:
         raise ConfigError(
             f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}"
         ) from None
+    if cfg.retrieval.store == "milvus" and name != "lexical":
+        from rag.retrieval.milvus import milvus_retriever
+
+        return milvus_retriever(name, cfg)
     return factory(cfg)
 
 

@@ -19,19 +19,31 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rag.config import Config
-from rag.errors import IndexError_
-from rag.models.artifacts import EMBEDDING_DIM, EMBEDDING_MODEL_ID
+from rag.errors import IndexError_, RetrieverUnavailable
+from rag.models.artifacts import (
+    EMBEDDING_DIM,
+    EMBEDDING_MODEL_ID,
+    embedding_model_dir,
+    read_embedding_manifest,
+)
 from rag.retrieval.base import check_k
 from rag.retrieval.encoder import BACKEND_VARIANTS, Encoder, load_encoder
 from rag.text import content_words
 from rag.types import Chunk, Hit
 
 Matrix = NDArray[np.float32]
+WEIGHTS_FILE = "model.safetensors"  # what the torch backend loads
+QUERY_BLOCK = 256  # queries scored per matrix product: bounds memory at 256 x chunks floats
 
 
 def chunk_text(chunk: Chunk) -> str:
     """What is embedded for a chunk: title, heading path and text, one per line."""
     return "\n".join(part for part in (chunk.title, chunk.heading, chunk.text) if part)
+
+
+def has_content(query: str) -> bool:
+    """False for an empty or all-stopword query, which the Retriever protocol answers with []."""
+    return bool(content_words(query)) or any(c.isalnum() and not c.isascii() for c in query)
 
 
 def text_key(text: str) -> str:
@@ -110,13 +122,15 @@ class EmbeddingRetriever:
         """``search`` for each query, encoding the queries as one batch."""
         check_k(k)
         results: list[list[Hit]] = [[] for _ in queries]
-        live = [i for i, q in enumerate(queries) if content_words(q)]
+        live = [i for i, q in enumerate(queries) if has_content(q)]
         if not live or not self._chunks:
             return results
-        qvecs = self.encoder.encode([queries[i] for i in live])
-        scores = qvecs @ self._unique.T  # (queries, unique texts)
-        for n, i in enumerate(live):
-            results[i] = self._rank(scores[n][self._row_of], k)
+        for start in range(0, len(live), QUERY_BLOCK):
+            block = live[start : start + QUERY_BLOCK]
+            qvecs = self.encoder.encode([queries[i] for i in block])
+            scores = qvecs @ self._unique.T  # (queries, unique texts): exact cosine
+            for n, i in enumerate(block):
+                results[i] = self._rank(scores[n][self._row_of], k)
         return results
 
     def _rank(self, scores: Matrix, k: int) -> list[Hit]:
@@ -162,12 +176,13 @@ class EmbeddingRetriever:
                 "rebuild it with `rag index`"
             ) from None
         keys = meta.get("text_sha256")
-        if meta.get("fingerprint") != self.fingerprint():
+        fingerprint = self.fingerprint()
+        if meta.get("fingerprint") != fingerprint:
             raise IndexError_(
                 f"embedding index in {folder} was built with {meta.get('fingerprint')}, "
-                f"not {self.fingerprint()}; rebuild it with `rag index`"
+                f"not {fingerprint}; rebuild it with `rag index`"
             )
-        dim = int(self.fingerprint()["dim"])
+        dim = int(fingerprint["dim"])
         if (
             not isinstance(ids, list)
             or not isinstance(keys, list)
@@ -210,7 +225,7 @@ class EmbeddingRetriever:
         return len(self._cache)
 
     def fingerprint(self) -> dict[str, str]:
-        """Model, variant, dims and runtime version: a change means re-embedding everything."""
+        """Model, variant, weights, dims and runtime: a change means re-embedding everything."""
         emb = self.cfg.retrieval.embedding
         enc = self._encoder if self._given_encoder else None
         if enc is not None:
@@ -222,7 +237,17 @@ class EmbeddingRetriever:
         return {
             "model": model,
             "variant": variant,
+            "weights": self._weights(variant),
             "dim": str(dim),
             "max_seq_length": str(seq),
             runtime: _version(runtime),
         }
+
+    def _weights(self, variant: str) -> str:
+        """Short sha256 of the weights file a variant runs, as recorded by `rag models build`."""
+        try:
+            manifest = read_embedding_manifest(embedding_model_dir(self.cfg.data_dir))
+        except RetrieverUnavailable:
+            return "not built"
+        rel = WEIGHTS_FILE if variant == "torch" else manifest.variants.get(variant, "")
+        return str(manifest.files.get(rel, {}).get("sha256", "unknown"))[:16]

@@ -10,20 +10,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Locator,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
-from tests.conftest import REPO_ROOT, is_loopback_host
+from tests.conftest import REPO_ROOT, SCREENSHOT_DIR, is_loopback_host
 from tests.fake_openai import closed_port_url, free_port
 
 CHROMIUM = Path(os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -40,7 +49,26 @@ SLM = "qwen2.5-coder-0.5b-instruct"
 LLM = "qwen2.5-coder-1.5b-instruct"
 TOKEN_DELAY_S = 0.02  # slow enough that streaming is visible, fast enough for a quick suite
 START_TIMEOUT_S = 90.0
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
+ANSWER_TIMEOUT_MS = 30_000
+FOOTER = re.compile(r"lexical · .+ · total \d+\.\d s")  # app.py's metrics line
+
+expect.set_options(timeout=ANSWER_TIMEOUT_MS)
+
+
+SERVER_LOGS: list[Path] = []  # logs of the servers started this session, newest last
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tails of the server logs to a failing browser test's report."""
+    report = yield
+    if report.failed and report.when == "call" and item.get_closest_marker("browser"):
+        for log in SERVER_LOGS:
+            report.sections.append((f"server log {log.parent.name}/{log.name}", _tail(log, 25)))
+    return report
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -82,11 +110,12 @@ def _wait_http_200(url: str, proc: subprocess.Popen[bytes], log: Path, what: str
 
 
 @contextlib.contextmanager
-def run_fake_openai(workdir: Path, script: dict[str, object]) -> Iterator[str]:
+def run_fake_openai(workdir: Path, script: Mapping[str, object]) -> Iterator[str]:
     """Run tests/fake_openai.py as a subprocess with `script`; yields its /v1 base URL."""
     script_path = workdir / "fake_openai_script.json"
     script_path.write_text(json.dumps(script), encoding="utf-8")
     log = workdir / "fake_openai.log"
+    SERVER_LOGS.append(log)
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -120,6 +149,7 @@ def run_chainlit(workdir: Path, models_base_url: str, retriever: str = "lexical"
         "PYTHONUNBUFFERED": "1",
     }
     log = workdir / "chainlit.log"
+    SERVER_LOGS.append(log)
     cmd = [sys.executable, "-m", "chainlit", "run", "app.py", "--headless"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -205,3 +235,39 @@ def page(browser: Browser, page_requests: PageRequests) -> Iterator[Page]:
     pg.on("request", lambda request: page_requests.all.append(request.url))
     yield pg
     context.close()
+
+
+# -- page helpers (Chainlit 2.12's DOM) -----------------------------------------------------------
+
+
+def open_chat(page: Page, url: str) -> None:
+    """Load the app and wait for on_chat_start's welcome before typing anything."""
+    page.goto(url)
+    welcome = page.locator('[data-step-type="assistant_message"]').first
+    expect(welcome).to_contain_text("Welcome to the Docs Assistant")
+    expect(page.locator("#chat-input")).to_be_editable()
+
+
+def ask(page: Page, text: str) -> None:
+    """Put `text` in the composer (a textarea) and send it with Enter."""
+    composer = page.locator("#chat-input")
+    composer.fill(text)
+    composer.press("Enter")
+
+
+def last_answer(page: Page) -> Locator:
+    """The newest assistant message (answers, notices and refusals are all messages)."""
+    return page.locator('[data-step-type="assistant_message"]').last
+
+
+def assert_no_traceback(page: Page) -> None:
+    """The user never sees a Python traceback."""
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body, body[-2000:]
+    assert not re.search(r'File ".+", line \d+', body), body[-2000:]
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save a full-page screenshot to artifacts/screenshots/<name>."""
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / name), full_page=True)

@@ -20,7 +20,7 @@ from rag.escalation import SignalPolicy
 from rag.index import IndexManager
 from rag.models import estimate_tokens, make_chat_model
 from rag.models.openai_compat import OpenAICompatModel
-from rag.prompts import REFINE
+from rag.prompts import DRAFT_HINT, REFINE
 from rag.types import (
     ContextPacked,
     Done,
@@ -191,14 +191,12 @@ def test_auto_keeps_a_long_cited_supported_draft(fake: FakeOpenAI, tmp_path: Pat
     assert done.metrics.reason.startswith("kept the draft")
     # the draft prompt carries the one-sentence hint and the numbered passage with the fact
     prompt = user_prompt(fake.requests_for(SLM)[0])
-    assert "Answer with one sentence" in prompt
+    assert DRAFT_HINT in prompt
     assert '<source n="1" doc="expenses.md">' in prompt
     assert "45 euros per day" in prompt
 
 
-def test_auto_escalates_a_short_draft_to_a_second_server(
-    fake: FakeOpenAI, tmp_path: Path
-) -> None:
+def test_auto_escalates_a_short_draft_to_a_second_server(fake: FakeOpenAI, tmp_path: Path) -> None:
     fake.script(SLM, [SHORT_DRAFT])
     with FakeOpenAI() as large:
         large.set_default(LLM, LLM_ANSWER)
@@ -221,7 +219,7 @@ def test_auto_escalates_a_short_draft_to_a_second_server(
     assert len(llm_requests) == 1
     draft_sources = source_blocks(fake.requests_for(SLM)[0])
     assert draft_sources and source_blocks(llm_requests[0]) == draft_sources
-    assert "Answer with one sentence" not in user_prompt(llm_requests[0])
+    assert DRAFT_HINT not in user_prompt(llm_requests[0])
     # events come in pipeline order
     kinds = [type(ev).__name__ for ev in events]
     assert kinds.index("Retrieved") < kinds.index("ContextPacked") < kinds.index("StageStarted")
@@ -299,9 +297,7 @@ def test_refine_strategy_sends_the_draft_to_the_large_model(
 # -- weak context ---------------------------------------------------------------------------
 
 
-def test_weak_context_abstains_without_asking_any_model(
-    fake: FakeOpenAI, tmp_path: Path
-) -> None:
+def test_weak_context_abstains_without_asking_any_model(fake: FakeOpenAI, tmp_path: Path) -> None:
     cfg = make_config(tmp_path, fake.base_url, escalation__on_weak_context="abstain")
 
     events = ask(make_assistant(cfg), Q_ABSENT)
@@ -365,6 +361,49 @@ def test_small_model_down_the_large_model_answers(fake: FakeOpenAI, tmp_path: Pa
     (escalated,) = of_type(events, Escalated)
     assert "small model failed" in escalated.decision.reason
     assert not of_type(events, Failed)
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (Fault.status(500), "HTTP 500"),
+        (Fault.slow_first_token(5.0), "timed out waiting for the first token"),
+        (Fault.empty(), "empty answer"),
+        (Fault.malformed(), "malformed"),
+        (Fault.cut_after(2), "broke mid-answer"),
+    ],
+    ids=["http-500", "timeout", "empty", "malformed", "cut"],
+)
+def test_small_model_failing_in_any_way_hands_over_to_the_large_one(
+    fake: FakeOpenAI, tmp_path: Path, fault: Fault, said: str
+) -> None:
+    fake.script(SLM, [fault])
+    cfg = make_config(tmp_path, fake.base_url, models__timeouts__first_token_s=1.0)
+
+    events = ask(make_assistant(cfg), Q_MEALS)
+
+    done = done_of(events)
+    assert done.model == LLM
+    assert done.answer == LLM_ANSWER
+    assert done.metrics.incomplete is False
+    assert said in notices(events)
+    assert len(fake.requests_for(SLM)) == len(fake.requests_for(LLM)) == 1
+
+
+def test_mode_never_keeps_a_cut_draft_as_an_incomplete_answer(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script(SLM, [Fault.cut_after(3, GOOD_DRAFT)])
+    cfg = make_config(tmp_path, fake.base_url, escalation__mode="never")
+
+    events = ask(make_assistant(cfg), Q_MEALS)
+
+    done = done_of(events)
+    assert done.answer == "".join(tokenize(GOOD_DRAFT)[:3])
+    assert done.model == SLM
+    assert done.metrics.incomplete is True
+    assert "incomplete" in notices(events)
+    assert fake.requests_for(LLM) == []
 
 
 def test_large_model_down_the_draft_is_returned(fake: FakeOpenAI, tmp_path: Path) -> None:
@@ -444,6 +483,36 @@ def test_compare_mode_asks_both_models(fake: FakeOpenAI, tmp_path: Path) -> None
     done = done_of(events)
     assert done.model == LLM
     assert done.metrics.models == (SLM, LLM)
+
+
+def test_compare_mode_with_the_large_model_down_shows_the_small_answer(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    cfg = make_config(tmp_path, fake.base_url, closed_port_url(), escalation__mode="compare")
+
+    events = ask(make_assistant(cfg), Q_MEALS)
+
+    done = done_of(events)
+    assert done.model == SLM
+    assert done.answer == GOOD_DRAFT
+    assert "The large model failed" in notices(events)
+    assert [f.usage.model for f in of_type(events, StageFinished)] == [SLM]
+
+
+def test_unavailable_retriever_falls_back_to_bm25(fake: FakeOpenAI, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, fake.base_url, escalation__mode="never")
+
+    # the embedding model was never built under this fresh data_dir
+    events = ask(make_assistant(cfg), Q_MEALS, retriever="embedding")
+
+    assert "The embedding retriever is unavailable" in notices(events)
+    assert "Used bm25 instead." in notices(events)
+    (retrieved,) = of_type(events, Retrieved)
+    assert retrieved.retriever == "bm25"
+    assert retrieved.hits[0].chunk.id == "expenses.md#Meals#0"
+    done = done_of(events)
+    assert done.metrics.retriever == "bm25"
+    assert done.answer == GOOD_DRAFT
 
 
 # -- input checks ---------------------------------------------------------------------------

@@ -103,8 +103,8 @@ def test_streamed_text_equals_reply_and_timings_are_ordered(fake_openai: FakeOpe
     assert out.record.text == REPLY
     assert out.record.finished
     assert 0 < out.record.ttft_ms < out.record.total_ms
-    # total_ms covers the token delays (10 ms between each of the pieces after the first)
-    assert out.record.total_ms - out.record.ttft_ms >= 10 * (len(out.pieces) - 1) * 0.8
+    # total_ms covers the server's pauses: 10 ms before each piece after the first
+    assert out.record.total_ms >= 10 * (len(out.pieces) - 1)
 
 
 def test_usage_reported_by_the_server_is_used(fake_openai: FakeOpenAI) -> None:
@@ -204,14 +204,14 @@ def test_connection_refused_after_retries_with_backoff() -> None:
     assert url in str(out.error)
     assert out.error.partial == ""
     # two retries: 0.1 s then 0.2 s of backoff before giving up
-    assert 0.3 <= out.seconds < 2.0
+    assert 0.3 <= out.seconds < 3.0
 
 
 def test_connection_refused_without_retries_fails_at_once() -> None:
-    out = run_stream(make_model(closed_port_url(), retries=0, backoff_s=1.0))
+    out = run_stream(make_model(closed_port_url(), retries=0, backoff_s=2.0))
 
     assert out.error is not None and out.error.kind == "refused"
-    assert out.seconds < 0.5
+    assert out.seconds < 2.0  # a retry would have waited 2 s first
 
 
 def test_503_then_success_is_retried(fake_openai: FakeOpenAI) -> None:
@@ -240,12 +240,12 @@ def test_persistent_500_gives_up_after_the_retries(fake_openai: FakeOpenAI) -> N
 def test_client_errors_are_not_retried(fake_openai: FakeOpenAI, code: int) -> None:
     fake_openai.set_default(MODEL, Fault.status(code))
 
-    out = run_stream(make_model(fake_openai.base_url, retries=3, backoff_s=0.5))
+    out = run_stream(make_model(fake_openai.base_url, retries=3, backoff_s=2.0))
 
     assert out.error is not None
     assert out.error.kind == f"http-{code}"
     assert len(fake_openai.requests_for(MODEL)) == 1
-    assert out.seconds < 0.5
+    assert out.seconds < 2.0  # a retry would have waited 2 s first
 
 
 def test_a_cut_after_the_first_token_is_not_retried(fake_openai: FakeOpenAI) -> None:
@@ -261,7 +261,7 @@ def test_a_cut_after_the_first_token_is_not_retried(fake_openai: FakeOpenAI) -> 
 
 
 def test_slow_first_token_times_out(fake_openai: FakeOpenAI) -> None:
-    fake_openai.script(MODEL, [Fault.slow_first_token(2.0, REPLY)])
+    fake_openai.script(MODEL, [Fault.slow_first_token(5.0, REPLY)])
 
     out = run_stream(make_model(fake_openai.base_url, first_token_s=0.5, total_s=5.0))
 
@@ -269,13 +269,13 @@ def test_slow_first_token_times_out(fake_openai: FakeOpenAI) -> None:
     assert out.error.kind == "timeout"
     assert "first token" in str(out.error) and "0.5 s" in str(out.error)
     assert out.error.partial == ""
-    assert 0.45 <= out.seconds < 1.5
+    assert 0.45 <= out.seconds < 3.0
 
 
 def test_slow_first_token_within_the_limit_succeeds(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(MODEL, [Fault.slow_first_token(0.2, REPLY)])
 
-    out = run_stream(make_model(fake_openai.base_url, first_token_s=1.0))
+    out = run_stream(make_model(fake_openai.base_url, first_token_s=2.0))
 
     assert out.error is None
     assert out.text == REPLY
@@ -289,20 +289,21 @@ def test_a_hung_server_times_out(fake_openai: FakeOpenAI) -> None:
 
     assert out.error is not None
     assert out.error.kind == "timeout"
-    assert out.seconds < 1.5
+    assert out.seconds < 3.0
 
 
 def test_total_timeout_mid_stream_keeps_the_partial_answer(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(MODEL, [LONG_REPLY], token_delay_s=0.05)
 
-    out = run_stream(make_model(fake_openai.base_url, first_token_s=0.5, total_s=0.6))
+    # 41 pieces 50 ms apart take 2 s; the answer may take 1 s in all
+    out = run_stream(make_model(fake_openai.base_url, first_token_s=1.0, total_s=1.0))
 
     assert out.error is not None
     assert out.error.kind == "timeout"
     assert "whole answer" in str(out.error)
     assert out.error.partial == out.record.text == out.text
     assert out.text and LONG_REPLY.startswith(out.text) and out.text != LONG_REPLY
-    assert out.seconds < 1.2
+    assert out.seconds < 1.8
     # the connection is closed, so the server stops generating for nobody
     assert wait_for_outcome(fake_openai, "disconnected") == "disconnected"
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.config import Config, EmbeddingConfig, RetrievalConfig
+from rag.bench_embed import bench_embed, generated_passages
+from rag.config import Config, CorpusConfig, EmbeddingConfig, RetrievalConfig
 from rag.errors import IndexError_, RetrieverUnavailable
 from rag.models.artifacts import (
     EMBEDDING_DIM,
@@ -27,7 +28,7 @@ from rag.models.artifacts import (
     sha256_file,
 )
 from rag.retrieval.base import Retriever
-from rag.retrieval.embedding import EmbeddingRetriever, chunk_text
+from rag.retrieval.embedding import QUERY_BLOCK, EmbeddingRetriever, chunk_text, has_content
 from rag.retrieval.encoder import Encoder, OnnxEncoder, TorchEncoder, load_encoder, mean_pool
 from rag.types import Chunk
 from tests.unit.retriever_contract import CORPUS, RetrieverContract, chunk
@@ -48,7 +49,7 @@ TEXTS = [
 
 
 def config_for(data_dir: Path, backend: str = "onnx-int8", batch_size: int = 32) -> Config:
-    emb = EmbeddingConfig(backend=backend, batch_size=batch_size)  # type: ignore[arg-type]
+    emb = EmbeddingConfig(backend=backend, batch_size=batch_size)
     return Config(data_dir=data_dir, retrieval=RetrievalConfig(embedding=emb))
 
 
@@ -65,6 +66,7 @@ def test_missing_model_says_how_to_build_it(tmp_path: Path) -> None:
         load_encoder(cfg)
     retriever = EmbeddingRetriever.from_config(cfg)  # cheap: nothing is loaded yet
     assert retriever.fingerprint()["dim"] == str(EMBEDDING_DIM)
+    assert retriever.fingerprint()["weights"] == "not built"
     with pytest.raises(RetrieverUnavailable, match=r"embedding model not built.*rag models build"):
         retriever.build(CORPUS)
 
@@ -175,7 +177,7 @@ def test_encoders_return_normalised_float32_rows(int8: Encoder, fp32: Encoder) -
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         assert enc.encode([]).shape == (0, 384)
         with pytest.raises(TypeError):
-            enc.encode("one string")  # type: ignore[arg-type]
+            enc.encode("one string")
 
 
 @pytest.mark.slow
@@ -289,6 +291,29 @@ def test_finds_the_obvious_chunk_by_meaning(
     assert hits[0].score > hits[1].score
 
 
+def test_queries_without_content_are_recognised() -> None:
+    assert not has_content("") and not has_content("  \n") and not has_content("the of and to")
+    assert has_content("cats") and has_content("東京の天気") and has_content("Ärger")
+
+
+@pytest.mark.slow
+def test_search_many_spans_query_blocks(retriever: EmbeddingRetriever) -> None:
+    queries = [f"question {i} about sleepy cats" for i in range(QUERY_BLOCK + 3)]
+    many = retriever.search_many(queries, 2)
+    assert len(many) == len(queries)
+    for i in (0, QUERY_BLOCK - 1, QUERY_BLOCK, QUERY_BLOCK + 2):
+        alone = retriever.search(queries[i], 2)
+        assert (
+            [h.chunk.id for h in many[i]]
+            == [h.chunk.id for h in alone]
+            == [
+                "pets.md#cats",
+                many[i][1].chunk.id,
+            ]
+        )
+        assert [h.score for h in many[i]] == pytest.approx([h.score for h in alone], abs=1e-5)
+
+
 @pytest.mark.slow
 def test_keeps_negative_scores_and_caps_at_k(retriever: EmbeddingRetriever) -> None:
     hits = retriever.search("purring cats", len(DOCS) + 3)
@@ -374,5 +399,27 @@ def test_fingerprint_names_model_variant_and_runtime(data_dir: Path, int8: Encod
     assert fp["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert fp["variant"] == "int8" and fp["dim"] == "384" and fp["max_seq_length"] == "256"
     assert fp["onnxruntime"][0].isdigit()
+    manifest = read_embedding_manifest(embedding_model_dir(data_dir))
+    assert fp["weights"] == manifest.files[manifest.variants["int8"]]["sha256"][:16]
     assert fp == EmbeddingRetriever(config_for(data_dir)).fingerprint()
     assert EmbeddingRetriever(config_for(data_dir, "torch")).fingerprint()["variant"] == "torch"
+
+
+# ---- the benchmark ----
+
+
+def test_generated_passages_are_deterministic() -> None:
+    assert generated_passages(5) == generated_passages(5)
+    assert len(generated_passages(300)) == 300
+    assert len(set(generated_passages(50))) > 40
+
+
+@pytest.mark.slow
+def test_bench_embed_reports_all_three_backends(data_dir: Path, tmp_path: Path) -> None:
+    cfg = Config(data_dir=data_dir, corpus=CorpusConfig(path=tmp_path / "no-corpus"))
+    row = bench_embed(cfg, n=8, rounds=1)
+    assert row["passages"] == 8 and row["source"] == "generated"
+    assert all(row[k] > 0 for k in ("int8_pps", "fp32_pps", "torch_pps"))
+    assert row["int8_vs_torch"] == pytest.approx(row["int8_pps"] / row["torch_pps"])
+    assert row["cos_int8_torch"] > 0.95
+    assert row["maxdiff_fp32_torch"] < 1e-4

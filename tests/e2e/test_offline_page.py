@@ -1,0 +1,112 @@
+"""The chat page loads nothing from outside this machine: no Google Fonts, no CDN, no trackers.
+
+Two checks: the served HTML (and the CSS/JS it loads) names no remote resource the browser
+would fetch, and a real page load plus a question makes only loopback requests.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from playwright.sync_api import Page, WebSocket, expect
+
+from tests.conftest import is_loopback_host
+from tests.e2e.conftest import FOOTER, PageRequests, ask, last_answer, open_chat
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+# Hosts a Chainlit page has been known to pull from; none may appear in what the page loads.
+REMOTE_HOSTS = (
+    "fonts.googleapis.com",
+    "fonts.gstatic.com",
+    "cdn.jsdelivr.net",
+    "unpkg.com",
+    "cdnjs.cloudflare.com",
+)
+CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])(https?:)?//([^/'")\s]+)""", re.I)
+
+# (tag, attribute) pairs whose URL the browser fetches or connects to while loading the page.
+FETCHED = {
+    ("link", "href"),
+    ("script", "src"),
+    ("img", "src"),
+    ("iframe", "src"),
+    ("source", "src"),
+    ("audio", "src"),
+    ("video", "src"),
+    ("embed", "src"),
+    ("object", "data"),
+}
+
+
+class _Resources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []  # (tag, url)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if (tag, name) in FETCHED and value:
+                self.urls.append((tag, value))
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.status == 200, url
+        return str(resp.read().decode("utf-8", errors="replace"))
+
+
+def _remote(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.netloc) and not is_loopback_host(parts.hostname or "")
+
+
+def test_served_html_and_assets_name_no_remote_resource(app_url: str) -> None:
+    html = _get(f"{app_url}/")
+    parser = _Resources()
+    parser.feed(html)
+    assert any(tag == "script" for tag, _ in parser.urls), "no <script> found: is this the app?"
+
+    remote = [f"<{tag}> {url}" for tag, url in parser.urls if _remote(url)]
+    assert remote == [], f"the page would load remote resources: {remote}"
+    for host in REMOTE_HOSTS:
+        assert host not in html, f"the page names {host}"
+
+    for tag, url in parser.urls:
+        if tag not in ("script", "link") or not url.endswith((".js", ".css")):
+            continue
+        text = _get(urljoin(f"{app_url}/", url))
+        for host in REMOTE_HOSTS:
+            assert host not in text, f"{url} references {host}"
+        if url.endswith(".css"):
+            hosts = {h for _, h in CSS_URL.findall(text) if not is_loopback_host(h.split(":")[0])}
+            assert hosts == set(), f"{url} loads CSS resources from {sorted(hosts)}"
+
+
+def test_page_only_talks_to_loopback_while_answering(
+    page: Page, app_url: str, page_requests: PageRequests
+) -> None:
+    sockets: list[str] = []
+
+    def on_websocket(ws: WebSocket) -> None:
+        sockets.append(ws.url)
+
+    page.on("websocket", on_websocket)
+    open_chat(page, app_url)
+    ask(page, "Who approves production releases?")
+    answer = last_answer(page)
+    expect(answer).to_contain_text(FOOTER)
+    link = answer.locator("a.element-link").first
+    if link.count():
+        link.click()
+        expect(page.locator("#side-view-content")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+
+    assert page_requests.blocked == [], f"the page tried to reach: {page_requests.blocked}"
+    assert any("/assets/" in url for url in page_requests.all), page_requests.all
+    off_machine = [u for u in page_requests.all + sockets if _remote(u)]
+    assert off_machine == [], off_machine
