@@ -191,7 +191,7 @@ def trigram_vectors(texts: Sequence[str], dim: int = 512) -> np.ndarray[Any, np.
             for i in range(len(padded) - 2):
                 out[row, zlib.crc32(padded[i : i + 3].encode()) % dim] += 1.0
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms == 0, 1.0, norms)
+    return (out / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
 
 class HashedTrigramRetriever:

@@ -74,7 +74,7 @@ def test_minmax_ties_by_best_rank_then_id() -> None:
 
 @pytest.mark.parametrize("method", ["rrf", "minmax"])
 def test_fuse_cuts_at_k_and_checks_it(method: str) -> None:
-    config = HybridConfig(method=method)  # type: ignore[arg-type]
+    config = HybridConfig(method=method)
     assert len(fuse(SPARSE, DENSE, config, 2)) == 2
     assert fuse([], [], config, 3) == []
     with pytest.raises(ValueError, match="k must be at least 1"):
