@@ -37,7 +37,7 @@ from rag.types import (
     Usage,
 )
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2060\ufeff]")
 FALLBACK_ORDER = ("bm25", "lexical")
 
 
@@ -158,11 +158,11 @@ class Assistant:
                 yield Token(piece, stage, model.name)  # type: ignore[arg-type]
         except ModelError as exc:
             call.error = exc
+        usage = record.usage()
         if record.text:
-            usage = record.usage()
             run.stages.append((stage, usage))
             run.models.append(model.name)
-            yield StageFinished(stage, usage, record.text, incomplete=not call.ok)  # type: ignore[arg-type]
+        yield StageFinished(stage, usage, record.text, incomplete=not call.ok)  # type: ignore[arg-type]
 
     # ---- the pipeline ----
 

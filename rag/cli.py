@@ -89,7 +89,7 @@ def done_to_json(done: Done, question: str) -> dict[str, Any]:
         }
         for stage, u in m.stages
     }
-    first = m.stages[-1][1] if m.stages else None
+    first = m.stages[0][1] if m.stages else None  # the first token the user saw
     return {
         "question": question,
         "answer": done.answer,

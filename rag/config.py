@@ -245,12 +245,15 @@ def load_config(
     elif path is not None and Path(path) != Path("rag.yaml"):
         raise ConfigError(f"config file {path} does not exist")
     raw = _merge(Config().model_dump(mode="json"), raw)
+    overridden = False
     for name, value in sorted(env.items()):
         if name.startswith("RAG__"):
             keys = [k.lower() for k in name[5:].split("__") if k]
             if keys:
                 _set_path(raw, keys, yaml.safe_load(value) if value else value)
-                source = f"{source} + environment"
+                overridden = True
+    if overridden:
+        source = f"{source} + environment (RAG__…)"
     if env.get("MILVUS_URI"):
         _set_path(raw, ["retrieval", "milvus", "uri"], env["MILVUS_URI"])
     foundry = env.get("FOUNDRY_LOCAL_ENDPOINT")

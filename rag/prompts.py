@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,10 @@ def pack_context(
     hits: Sequence[Hit], question: str, context_window: int, max_answer_tokens: int
 ) -> Packed:
     """Number the hits and keep as many whole passages as fit the window with room to answer."""
-    fixed = estimate_tokens(SYSTEM) + estimate_tokens(question) + estimate_tokens(DRAFT_HINT) + 64
+    # Room for the system prompt, the question, the longer of the draft hint and the refine
+    # instructions, and for refine the draft itself (at most max_answer_tokens).
+    extra = max(estimate_tokens(DRAFT_HINT), estimate_tokens(REFINE) + max_answer_tokens)
+    fixed = estimate_tokens(SYSTEM) + estimate_tokens(question) + extra + 64
     budget = context_window - max_answer_tokens - fixed
     sources: list[Source] = []
     used = 0
@@ -99,13 +103,30 @@ def refine_messages(question: str, sources: Sequence[Source], draft_text: str) -
     return messages
 
 
+_MD = [
+    (re.compile(r"```.*?```", re.S), " "),
+    (re.compile(r"`([^`]*)`"), r"\1"),
+    (re.compile(r"^\s{0,3}(#{1,6}|[-*+]|\d+\.|>|\|)\s*", re.M), ""),
+    (re.compile(r"\|"), " "),
+    (re.compile(r"(\*\*|__|\*|_)(\S[^*_]*?)\1"), r"\2"),
+    (re.compile(r"^-{3,}$", re.M), ""),
+]
+
+
+def plain_text(text: str) -> str:
+    """Markdown reduced to plain sentences, for quoting passages."""
+    for pattern, repl in _MD:
+        text = pattern.sub(repl, text)
+    return text
+
+
 def retrieval_only_answer(sources: Sequence[Source], limit: int = 3, chars: int = 300) -> str:
     """When no model answers: quote the top passages with their citations."""
     if not sources:
         return "No model is reachable and nothing relevant was found in the documents."
     lines = ["**No model is reachable — here are the most relevant passages instead.**", ""]
     for s in sources[:limit]:
-        text = " ".join(s.chunk.text.split())
+        text = " ".join(plain_text(s.chunk.text).split())
         quote = text[:chars] + ("…" if len(text) > chars else "")
         lines.append(f"> {quote} [{s.n}]")
         lines.append("")

@@ -56,12 +56,12 @@ class OpenAICompatModel:
             return await self._client.chat.completions.create(**body)
         except openai.APIConnectionError as exc:
             raise ModelError(
-                f"cannot reach model server {self.base_url} ({self.name}): {exc.__cause__ or exc}",
+                f"cannot reach model server `{self.base_url}` ({self.name}): {exc.__cause__ or exc}",
                 kind="refused",
             ) from None
         except openai.APIStatusError as exc:
             raise ModelError(
-                f"model server {self.base_url} answered HTTP {exc.status_code} for {self.name}",
+                f"model server `{self.base_url}` answered HTTP {exc.status_code} for {self.name}",
                 kind=f"http-{exc.status_code}",
             ) from None
 
@@ -149,7 +149,7 @@ class OpenAICompatModel:
         except Exception as exc:  # httpx2 transport errors, openai.APIError mid-stream
             kind = "cut" if record.text else "refused"
             raise ModelError(
-                f"{self.name}: the connection to {self.base_url} broke"
+                f"{self.name}: the connection to `{self.base_url}` broke"
                 f"{' mid-answer' if record.text else ''} ({type(exc).__name__})",
                 kind=kind,
                 partial=record.text,

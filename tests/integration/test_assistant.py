@@ -496,7 +496,9 @@ def test_compare_mode_with_the_large_model_down_shows_the_small_answer(
     assert done.model == SLM
     assert done.answer == GOOD_DRAFT
     assert "The large model failed" in notices(events)
-    assert [f.usage.model for f in of_type(events, StageFinished)] == [SLM]
+    finished = of_type(events, StageFinished)
+    assert [f.usage.model for f in finished if f.text] == [SLM]
+    assert [f.usage.model for f in finished if not f.text and f.incomplete] == [LLM]
 
 
 def test_unavailable_retriever_falls_back_to_bm25(fake: FakeOpenAI, tmp_path: Path) -> None:
@@ -596,11 +598,6 @@ def test_context_is_cut_to_fit_a_small_window(fake: FakeOpenAI, tmp_path: Path) 
     assert prompt_tokens + request.body["max_tokens"] <= window
 
 
-@pytest.mark.xfail(
-    reason="BUG: pack_context reserves room for DRAFT_HINT only; refine_messages appends the "
-    "REFINE instructions and the whole draft, so the refine prompt can overflow the window",
-    strict=True,
-)
 def test_refine_prompt_fits_the_window(fake: FakeOpenAI, tmp_path: Path) -> None:
     window = 700
     long_uncited_draft = " ".join(["Acme offers paid parental leave and laptops"] * 12)
