@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -9,11 +10,13 @@ from typing import Any
 
 import chainlit as cl
 import chainlit.server
-from chainlit.input_widget import Select, Slider
+import plotly.graph_objects as go
+from chainlit.input_widget import Select, Slider, Switch
 from chainlit.utils import utc_now
 
 from rag import RagError, load_config
 from rag.assistant import AskOptions, Assistant, build_assistant
+from rag.stats import SessionStats
 from rag.types import (
     ContextPacked,
     Done,
@@ -25,6 +28,7 @@ from rag.types import (
     StageStarted,
     Token,
 )
+from rag.uploads import add_upload
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger("rag.app")
@@ -33,6 +37,14 @@ CFG = load_config(os.environ.get("RAG_CONFIG", "rag.yaml"))
 ASSISTANT: Assistant = build_assistant(CFG, progress=log.info)
 RETRIEVERS = ["lexical", "bm25", "embedding", "hybrid"]
 MODES = ["auto", "never", "always", "compare"]
+STRATEGIES = ["answer", "refine"]
+DEMO_SEED = 42
+PROFILES = {  # chat profile -> escalation mode
+    "Cascade": ("auto", "The small model drafts; the large one is asked when needed."),
+    "Small model only": ("never", "Every answer from the small model."),
+    "Large model only": ("always", "Every answer from the large model."),
+    "Compare": ("compare", "Both models answer the same question, side by side."),
+}
 WELCOME = (
     "👋 **Welcome to the Docs Assistant.** Ask a question about the team's internal documents "
     "(on-call runbooks, policies, ADRs, the release process…). Answers cite their sources like "
@@ -59,33 +71,44 @@ def _opts() -> AskOptions:
     return opts if isinstance(opts, AskOptions) else AskOptions()
 
 
+@cl.set_chat_profiles
+async def chat_profiles(_user: Any = None) -> list[cl.ChatProfile]:
+    return [
+        cl.ChatProfile(name=name, markdown_description=desc)
+        for name, (_m, desc) in PROFILES.items()
+    ]
+
+
+def _profile_mode() -> str:
+    profile = cl.user_session.get("chat_profile")
+    return PROFILES[profile][0] if profile in PROFILES else CFG.escalation.mode
+
+
 @cl.on_chat_start
 async def on_chat_start() -> None:
+    esc = CFG.escalation
+    mode = _profile_mode()
     await cl.ChatSettings(
         [
-            Select(
-                id="retriever",
-                label="Retriever",
-                values=RETRIEVERS,
-                initial_index=RETRIEVERS.index(CFG.retrieval.retriever),
-            ),
-            Slider(
-                id="top_k",
-                label="Passages (top k)",
-                initial=CFG.retrieval.top_k,
-                min=1,
-                max=20,
-                step=1,
-            ),
-            Select(
-                id="mode",
-                label="Escalation mode",
-                values=MODES,
-                initial_index=MODES.index(CFG.escalation.mode),
-            ),
+            Select(id="retriever", label="Retriever", values=RETRIEVERS,
+                   initial_index=RETRIEVERS.index(CFG.retrieval.retriever)),
+            Slider(id="top_k", label="Passages (top k)", initial=CFG.retrieval.top_k,
+                   min=1, max=20, step=1),
+            Select(id="mode", label="Escalation mode", values=MODES,
+                   initial_index=MODES.index(mode)),
+            Select(id="strategy", label="When escalating", values=STRATEGIES,
+                   initial_index=STRATEGIES.index(esc.strategy)),
+            Slider(id="min_draft_chars", label="Short-draft threshold (characters)",
+                   initial=esc.min_draft_chars, min=0, max=400, step=10),
+            Slider(id="weak_context", label="Weak-context threshold (score of the retriever in use; -1 = rag.yaml)",
+                   initial=-1, min=-1, max=20, step=0.05),
+            Slider(id="temperature", label="Temperature", initial=CFG.models.slm.temperature,
+                   min=0, max=1.5, step=0.05),
+            Switch(id="demo", label="Demo mode (temperature 0, fixed seed)", initial=False),
         ]
-    ).send()
-    cl.user_session.set("opts", AskOptions())
+    ).send()  # fmt: skip
+    cl.user_session.set("opts", AskOptions(mode=mode))  # type: ignore[arg-type]
+    cl.user_session.set("stats", SessionStats())
     name = CFG.retrieval.retriever
     try:
         await cl.make_async(ASSISTANT.index.get)(name)
@@ -96,19 +119,25 @@ async def on_chat_start() -> None:
 
 @cl.on_settings_update
 async def on_settings_update(settings: dict[str, Any]) -> None:
-    old = _opts()
+    demo = bool(settings.get("demo"))
+    weak = settings.get("weak_context")
     opts = AskOptions(
-        retriever=settings.get("retriever") or old.retriever,
-        top_k=int(settings["top_k"]) if settings.get("top_k") else old.top_k,
-        mode=settings.get("mode") or old.mode,
-        strategy=old.strategy,
-        temperature=old.temperature,
-        seed=old.seed,
+        retriever=settings.get("retriever"),
+        top_k=int(settings["top_k"]) if settings.get("top_k") else None,
+        mode=settings.get("mode"),
+        strategy=settings.get("strategy"),
+        temperature=0.0 if demo else settings.get("temperature"),
+        seed=DEMO_SEED if demo else None,
+        min_draft_chars=int(settings["min_draft_chars"])
+        if settings.get("min_draft_chars") is not None
+        else None,
+        weak_context=float(weak) if weak is not None and float(weak) >= 0 else None,
     )
     cl.user_session.set("opts", opts)
+    demo_note = " · demo mode (temperature 0, seed 42)" if demo else ""
     await cl.Message(
         content=f"Settings applied to the next question: retriever **{opts.retriever}**, "
-        f"top k **{opts.top_k}**, mode **{opts.mode}**."
+        f"top k **{opts.top_k}**, mode **{opts.mode}**, strategy **{opts.strategy}**{demo_note}."
     ).send()
 
 
@@ -138,19 +167,12 @@ def _footer(done: Done) -> str:
     return "*" + " · ".join(parts) + "*"
 
 
-async def _render(question: str) -> None:
+async def _render(question: str, opts: AskOptions) -> None:
     answer = cl.Message(content="")
+    compared: list[StageFinished] = []
     step: cl.Step | None = None
     streamed_into_answer = False
-    async for ev in ASSISTANT.ask(question, _opts()):
-        if step is not None and not isinstance(ev, (Token, StageFinished)):
-            # The stage ended without a word (its model failed; a notice follows): mark the
-            # step failed rather than leave an empty "Used Draft".
-            step.is_error = True
-            step.output = "*No answer: the model failed (see the message below).*"
-            step.end = utc_now()
-            await step.update()
-            step = None
+    async for ev in ASSISTANT.ask(question, opts):
         if isinstance(ev, Retrieved):
             async with cl.Step(
                 name=f"Retrieve ({ev.retriever})",
@@ -187,8 +209,14 @@ async def _render(question: str) -> None:
                 await answer.stream_token(ev.text)
                 streamed_into_answer = True  # sent now: _finish updates it, not sends it
         elif isinstance(ev, StageFinished):
+            if ev.stage == "compare":
+                compared.append(ev)
             if step is not None:
-                step.output = ev.text + ("\n\n*(cut off)*" if ev.incomplete else "")
+                if ev.text:
+                    step.output = ev.text + ("\n\n*(cut off)*" if ev.incomplete else "")
+                else:  # the model failed before a word; a notice says why
+                    step.is_error = True
+                    step.output = "*No answer: the model failed (see the message below).*"
                 step.end = utc_now()
                 await step.update()
                 step = None
@@ -199,10 +227,37 @@ async def _render(question: str) -> None:
             await cl.Message(content=f"⚠️ {ev.message}").send()
             return
         elif isinstance(ev, Done):
-            await _finish(answer, ev, streamed_into_answer)
+            stats = cl.user_session.get("stats")
+            if isinstance(stats, SessionStats):
+                stats.add(ev)
+            await _finish(answer, ev, streamed_into_answer, compared)
 
 
-async def _finish(answer: cl.Message, done: Done, streamed: bool) -> None:
+def _compare_table(compared: list[StageFinished]) -> str:
+    """Both models' answers side by side with their timings and token counts."""
+    if not compared:
+        return ""
+    cells = [
+        (c.usage.model, " ".join(c.text.split()).replace("|", "\\|") or "*(failed)*", c.usage)
+        for c in compared
+    ]
+    head = "| | " + " | ".join(f"**{m}**" for m, _, _ in cells) + " |"
+    sep = "|---" * (len(cells) + 1) + "|"
+    rows = [
+        "| answer | " + " | ".join(t for _, t, _ in cells) + " |",
+        "| first token | " + " | ".join(_ms(u.ttft_ms) for _, _, u in cells) + " |",
+        "| total | " + " | ".join(f"{u.total_ms / 1000:.1f} s" for _, _, u in cells) + " |",
+        "| tokens (prompt / answer) | "
+        + " | ".join(f"{u.prompt_tokens} / {u.completion_tokens}" for _, _, u in cells)
+        + " |",
+        "| tokens/s | " + " | ".join(f"{u.tokens_per_s:.1f}" for _, _, u in cells) + " |",
+    ]
+    return "\n".join([head, sep, *rows])
+
+
+async def _finish(
+    answer: cl.Message, done: Done, streamed: bool, compared: list[StageFinished]
+) -> None:
     elements: list[Any] = []
     seen: set[int] = set()
     for c in done.citations:
@@ -229,6 +284,8 @@ async def _finish(answer: cl.Message, done: Done, streamed: bool) -> None:
         body += (
             "\n\n⚠️ *This answer is incomplete — the model stopped mid-answer. Ask again to retry.*"
         )
+    if compared:
+        body = _compare_table(compared) + "\n\n" + f"Sources for both: see the markers. {body}"
     answer.content = f"{body}\n\n{_footer(done)}"
     # The model name only: Chainlit looks the author up as an avatar and refuses names with
     # brackets; the footer says when the answer was escalated.
@@ -240,10 +297,66 @@ async def _finish(answer: cl.Message, done: Done, streamed: bool) -> None:
         await answer.send()
 
 
+async def _stats() -> None:
+    stats = cl.user_session.get("stats")
+    if not isinstance(stats, SessionStats) or not stats.answers:
+        await cl.Message(content="No answers yet in this session: ask something first.").send()
+        return
+    per = stats.per_model()
+    fig = go.Figure(
+        [
+            go.Bar(
+                name="first token (median ms)", x=list(per), y=[r["ttft_ms"] for r in per.values()]
+            ),
+            go.Bar(name="total (median ms)", x=list(per), y=[r["total_ms"] for r in per.values()]),
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        title=f"Latency per model · escalation rate {stats.escalation_rate:.0%}",
+        yaxis_title="ms",
+        height=360,
+    )
+    await cl.Message(
+        content=stats.summary(),
+        elements=[cl.Plotly(name="session chart", figure=fig, display="inline")],
+    ).send()
+
+
+async def _uploads(message: cl.Message) -> None:
+    for element in message.elements or []:
+        path = getattr(element, "path", None)
+        name = getattr(element, "name", None) or "upload"
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            result = await cl.make_async(add_upload)(CFG, ASSISTANT.index, name, data)
+        except RagError as exc:
+            await cl.Message(content=f"⚠️ {name} was not added: {exc}").send()
+        else:
+            await cl.Message(content=("ℹ️ " if result.duplicate else "✅ ") + result.message).send()
+
+
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     try:
-        await _render(message.content)
+        await _uploads(message)
+        text = message.content.strip()
+        if message.elements and not text:
+            return
+        if text == "/stats":
+            await _stats()
+            return
+        opts = _opts()
+        if text.startswith("/compare"):
+            text = text[len("/compare") :].strip()
+            opts = dataclasses.replace(opts, mode="compare")
+            if not text:
+                await cl.Message(content="Usage: `/compare your question`").send()
+                return
+        await _render(message.content if not text.startswith("/") else text, opts)
     except Exception:  # the user gets a sentence, the log gets the traceback
         log.exception("answering failed")
         await cl.Message(

@@ -51,6 +51,8 @@ class AskOptions:
     strategy: Strategy | None = None
     temperature: float | None = None
     seed: int | None = None
+    min_draft_chars: int | None = None  # overrides escalation.min_draft_chars
+    weak_context: float | None = None  # overrides escalation.weak_context for the retriever used
 
 
 @dataclass
@@ -211,6 +213,7 @@ class Assistant:
             )
         prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms
 
+        policy = self._policy_for(opts, used)
         run = _Run()
         calls: list[_Call] = []
         final: str | None = None
@@ -245,7 +248,7 @@ class Assistant:
             draft: _Call | None = None
             decision: Decision | None = None
             if mode == "auto":
-                decision = self.policy.before_draft(used, hits)
+                decision = policy.before_draft(used, hits)
                 run.reason = decision.reason
                 if decision.abstain:
                     abstained = True
@@ -257,7 +260,7 @@ class Assistant:
                 if draft.ok and mode == "never":
                     final, final_model = draft.record.text, self.slm.name
                 elif draft.ok:
-                    decision = self.policy.after_draft(used, sources, draft.record.text)
+                    decision = policy.after_draft(used, sources, draft.record.text)
                     run.reason = decision.reason
                     if not decision.escalate:
                         final, final_model = draft.record.text, self.slm.name
@@ -291,7 +294,7 @@ class Assistant:
                 if big.ok:
                     final, final_model = big.record.text, self.llm.name
                     if mode == "auto" and decision is not None and decision.stage == "before":
-                        after = self.policy.after_answer(used, hits, big.record.text)
+                        after = policy.after_answer(used, hits, big.record.text)
                         if after.abstain:
                             abstained = True
                             run.reason += "; " + after.reason
@@ -345,6 +348,18 @@ class Assistant:
         )
         citations = () if abstained else check_citations(final, sources)
         yield Done(final, final_model, sources, citations, metrics, abstained)
+
+    def _policy_for(self, opts: AskOptions, retriever: str) -> EscalationPolicy:
+        """The configured policy, or one with this session's thresholds."""
+        if opts.min_draft_chars is None and opts.weak_context is None:
+            return self.policy
+        esc = self.cfg.escalation
+        update: dict[str, object] = {}
+        if opts.min_draft_chars is not None:
+            update["min_draft_chars"] = opts.min_draft_chars
+        if opts.weak_context is not None:
+            update["weak_context"] = {**esc.weak_context, retriever: opts.weak_context}
+        return POLICIES[esc.policy](esc.model_copy(update=update))
 
     def _abstain_text(self, decision: Decision) -> str:
         return (

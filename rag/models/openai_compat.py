@@ -168,7 +168,10 @@ class OpenAICompatModel:
                 record.estimated = True
                 record.prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
                 record.completion_tokens = deltas
-        if not record.text:
+        if not record.text.strip():
+            # Blank lines alone are no answer (small models sometimes stop after "\n\n");
+            # clear them so callers do not keep whitespace as a partial answer.
+            record.text = ""
             raise ModelError(f"{self.name} returned an empty answer", kind="empty")
         if not record.finished:
             raise ModelError(
