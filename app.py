@@ -6,16 +6,36 @@ import dataclasses
 import logging
 import os
 import re
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
 
 import chainlit as cl
+import chainlit.config
 import chainlit.server
 import plotly.graph_objects as go
+from chainlit.auth import get_current_user
+from chainlit.config import config as chainlit_config
+from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.input_widget import Select, Slider, Switch
+from chainlit.types import ThreadDict
 from chainlit.utils import utc_now
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from rag import RagError, load_config
 from rag.assistant import AskOptions, Assistant, build_assistant
+from rag.history import (
+    DEMO_SEED,
+    auth_setup,
+    conninfo,
+    db_path,
+    decode_thread,
+    ensure_schema,
+    options_from_settings,
+    sqlite_params,
+)
+from rag.playground import parse_request, playground_events, sse_stream
 from rag.stats import SessionStats
 from rag.types import (
     ContextPacked,
@@ -38,7 +58,6 @@ ASSISTANT: Assistant = build_assistant(CFG, progress=log.info)
 RETRIEVERS = ["lexical", "bm25", "embedding", "hybrid"]
 MODES = ["auto", "never", "always", "compare"]
 STRATEGIES = ["answer", "refine"]
-DEMO_SEED = 42
 PROFILES = {  # chat profile -> escalation mode
     "Cascade": ("auto", "The small model drafts; the large one is asked when needed."),
     "Small model only": ("never", "Every answer from the small model."),
@@ -49,7 +68,8 @@ WELCOME = (
     "👋 **Welcome to the Docs Assistant.** Ask a question about the team's internal documents "
     "(on-call runbooks, policies, ADRs, the release process…). Answers cite their sources like "
     "[1] — click a marker to open the passage. Change the retriever, the number of passages and "
-    "the escalation mode in the settings panel (⚙)."
+    "the escalation mode in the settings panel (⚙). To try one prompt against either model and "
+    "watch the tokens arrive, open the [streaming playground](/playground)."
 )
 
 # Chainlit's index.html preconnects to Google Fonts and loads KaTeX's CSS from a CDN. This app
@@ -64,6 +84,57 @@ def _offline_html(root_path: str) -> str:
 
 
 chainlit.server.get_html_template = _offline_html
+
+# Chainlit keeps each session's files (uploads, element contents) under <app folder>/.files and
+# deletes that whole folder when a server started from this folder stops, even while another
+# one still serves from it (`make test` next to `make run`, parallel test servers): elements then
+# fail with FileNotFoundError. Each data_dir gets its own folder instead; Chainlit still removes
+# a session's subfolder when the session ends.
+SESSION_FILES = CFG.data_dir.resolve() / "session-files"
+SESSION_FILES.mkdir(parents=True, exist_ok=True)
+chainlit.config.FILES_DIRECTORY = SESSION_FILES
+
+
+# -- history and sign-in (rag/history.py holds the schema and the checks) ------------------------
+
+HISTORY_DB = db_path(CFG.data_dir)
+ensure_schema(HISTORY_DB)  # tables created on first start; a clear error if data_dir is read-only
+AUTH = auth_setup(os.environ)  # a malformed RAG_USERS stops start-up with the entry it dislikes
+log.info("chat history in %s; %s", HISTORY_DB, AUTH.reason)
+
+
+class _SQLiteDataLayer(SQLAlchemyDataLayer):
+    """Chainlit's SQL data layer on SQLite: lists and dicts stored as JSON text and read back."""
+
+    async def execute_sql(self, query: str, parameters: dict[str, Any]) -> Any:
+        return await super().execute_sql(query, sqlite_params(parameters))
+
+    async def get_all_user_threads(
+        self, user_id: str | None = None, thread_id: str | None = None
+    ) -> list[ThreadDict] | None:
+        threads = await super().get_all_user_threads(user_id=user_id, thread_id=thread_id)
+        if threads is None:
+            return None
+        return [decode_thread(t) for t in threads]  # type: ignore[misc]
+
+
+@cl.data_layer
+def history_layer() -> SQLAlchemyDataLayer:
+    return _SQLiteDataLayer(conninfo=conninfo(HISTORY_DB))
+
+
+if AUTH.users is not None:
+    _USERS = AUTH.users
+
+    @cl.password_auth_callback
+    async def password_auth(username: str, password: str) -> cl.User | None:
+        if _USERS.check(username, password):
+            return cl.User(identifier=username, metadata={"provider": "credentials"})
+        log.warning("sign-in refused for %r", username)
+        return None
+
+
+# -- chat ----------------------------------------------------------------------------------------
 
 
 def _opts() -> AskOptions:
@@ -84,29 +155,48 @@ def _profile_mode() -> str:
     return PROFILES[profile][0] if profile in PROFILES else CFG.escalation.mode
 
 
-@cl.on_chat_start
-async def on_chat_start() -> None:
+def _index_of(values: list[str], value: Any, default: str) -> int:
+    return values.index(value if value in values else default)
+
+
+def _settings_panel(saved: Mapping[str, Any], mode: str) -> cl.ChatSettings:
+    """The settings panel, showing `saved` values (a resumed thread's) over rag.yaml's."""
     esc = CFG.escalation
-    mode = _profile_mode()
-    await cl.ChatSettings(
+
+    def num(key: str, default: float) -> float:
+        value = saved.get(key)
+        return (
+            float(value)
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else default
+        )
+
+    return cl.ChatSettings(
         [
             Select(id="retriever", label="Retriever", values=RETRIEVERS,
-                   initial_index=RETRIEVERS.index(CFG.retrieval.retriever)),
-            Slider(id="top_k", label="Passages (top k)", initial=CFG.retrieval.top_k,
+                   initial_index=_index_of(RETRIEVERS, saved.get("retriever"), CFG.retrieval.retriever)),
+            Slider(id="top_k", label="Passages (top k)", initial=num("top_k", CFG.retrieval.top_k),
                    min=1, max=20, step=1),
             Select(id="mode", label="Escalation mode", values=MODES,
-                   initial_index=MODES.index(mode)),
+                   initial_index=_index_of(MODES, saved.get("mode"), mode)),
             Select(id="strategy", label="When escalating", values=STRATEGIES,
-                   initial_index=STRATEGIES.index(esc.strategy)),
+                   initial_index=_index_of(STRATEGIES, saved.get("strategy"), esc.strategy)),
             Slider(id="min_draft_chars", label="Short-draft threshold (characters)",
-                   initial=esc.min_draft_chars, min=0, max=400, step=10),
+                   initial=num("min_draft_chars", esc.min_draft_chars), min=0, max=400, step=10),
             Slider(id="weak_context", label="Weak-context threshold (score of the retriever in use; -1 = rag.yaml)",
-                   initial=-1, min=-1, max=20, step=0.05),
-            Slider(id="temperature", label="Temperature", initial=CFG.models.slm.temperature,
-                   min=0, max=1.5, step=0.05),
-            Switch(id="demo", label="Demo mode (temperature 0, fixed seed)", initial=False),
+                   initial=num("weak_context", -1), min=-1, max=20, step=0.05),
+            Slider(id="temperature", label="Temperature",
+                   initial=num("temperature", CFG.models.slm.temperature), min=0, max=1.5, step=0.05),
+            Switch(id="demo", label="Demo mode (temperature 0, fixed seed)",
+                   initial=saved.get("demo") is True),
         ]
-    ).send()  # fmt: skip
+    )  # fmt: skip
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    mode = _profile_mode()
+    await _settings_panel({}, mode).send()
     cl.user_session.set("opts", AskOptions(mode=mode))  # type: ignore[arg-type]
     cl.user_session.set("stats", SessionStats())
     name = CFG.retrieval.retriever
@@ -117,24 +207,24 @@ async def on_chat_start() -> None:
     await cl.Message(content=WELCOME).send()
 
 
+@cl.on_chat_resume
+async def on_chat_resume(thread: ThreadDict) -> None:
+    """A thread reopened from the sidebar continues with the settings it was saved with."""
+    saved = cl.user_session.get("chat_settings") or {}
+    mode = _profile_mode()
+    await _settings_panel(saved, mode).send()
+    cl.user_session.set(
+        "opts", options_from_settings(saved, retrievers=tuple(RETRIEVERS), default_mode=mode)
+    )
+    cl.user_session.set("stats", SessionStats())  # /stats counts the answers after resuming
+    log.info("resumed thread %s (%d steps)", thread.get("id"), len(thread.get("steps") or []))
+
+
 @cl.on_settings_update
 async def on_settings_update(settings: dict[str, Any]) -> None:
-    demo = bool(settings.get("demo"))
-    weak = settings.get("weak_context")
-    opts = AskOptions(
-        retriever=settings.get("retriever"),
-        top_k=int(settings["top_k"]) if settings.get("top_k") else None,
-        mode=settings.get("mode"),
-        strategy=settings.get("strategy"),
-        temperature=0.0 if demo else settings.get("temperature"),
-        seed=DEMO_SEED if demo else None,
-        min_draft_chars=int(settings["min_draft_chars"])
-        if settings.get("min_draft_chars") is not None
-        else None,
-        weak_context=float(weak) if weak is not None and float(weak) >= 0 else None,
-    )
+    opts = options_from_settings(settings, retrievers=tuple(RETRIEVERS))
     cl.user_session.set("opts", opts)
-    demo_note = " · demo mode (temperature 0, seed 42)" if demo else ""
+    demo_note = f" · demo mode (temperature 0, seed {DEMO_SEED})" if opts.seed is not None else ""
     await cl.Message(
         content=f"Settings applied to the next question: retriever **{opts.retriever}**, "
         f"top k **{opts.top_k}**, mode **{opts.mode}**, strategy **{opts.strategy}**{demo_note}."
@@ -363,3 +453,45 @@ async def on_message(message: cl.Message) -> None:
             content="⚠️ Something went wrong while answering (details are in the server log). "
             "Your documents and settings are unchanged; please try again."
         ).send()
+
+
+# -- streaming playground (rag/playground.py streams; this serves it) ----------------------------
+
+PLAYGROUND_HTML = Path(__file__).resolve().parent / "public" / "playground.html"
+_playground = APIRouter(prefix=chainlit_config.run.root_path)
+
+
+@_playground.get("/playground", include_in_schema=False)
+async def playground_page() -> FileResponse:
+    return FileResponse(
+        PLAYGROUND_HTML, media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@_playground.post("/playground/stream")
+async def playground_stream(
+    request: Request, _user: Annotated[Any, Depends(get_current_user)]
+) -> Response:
+    """Server-sent events: token…, then done (timings) or error. Signed-in users only when sign-in is on."""
+    try:
+        role, prompt, reference = parse_request(await request.json())
+    except ValueError as exc:  # not JSON, or the wrong shape
+        return JSONResponse({"error": f"Bad playground request: {exc}"}, status_code=400)
+    return StreamingResponse(
+        sse_stream(playground_events(CFG, role, prompt, reference)),
+        media_type="text/event-stream",  # also keeps Chainlit's gzip middleware from buffering it
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _serve_before_chainlit(router: APIRouter) -> None:
+    """Add `router`'s routes ahead of Chainlit's catch-all GET /{full_path:path}, which serves the chat."""
+    routes = chainlit.server.app.router.routes
+    before = len(routes)
+    chainlit.server.app.include_router(router)
+    added = routes[before:]
+    del routes[before:]
+    routes[0:0] = added
+
+
+_serve_before_chainlit(_playground)

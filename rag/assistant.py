@@ -178,7 +178,7 @@ class Assistant:
             yield Failed(str(exc), "bad_input")
             return
         name = opts.retriever or self.cfg.retrieval.retriever
-        k = opts.top_k or self.cfg.retrieval.top_k
+        k = self.cfg.retrieval.top_k if opts.top_k is None else opts.top_k
         mode = opts.mode or self.cfg.escalation.mode
         strategy = opts.strategy or self.cfg.escalation.strategy
 
@@ -247,6 +247,7 @@ class Assistant:
         else:
             draft: _Call | None = None
             decision: Decision | None = None
+            small_only_failed = False
             if mode == "auto":
                 decision = policy.before_draft(used, hits)
                 run.reason = decision.reason
@@ -269,6 +270,13 @@ class Assistant:
                     yield Notice(
                         f"{draft.error} — the answer is incomplete; ask again to retry.", "warning"
                     )
+                elif mode == "never":  # small model only: the user chose not to use the large one
+                    yield Notice(
+                        f"The small model is unavailable ({draft.error}); the large model is off "
+                        "in this mode, so here are the most relevant passages.",
+                        "warning",
+                    )
+                    small_only_failed = True
                 else:
                     yield Notice(
                         f"The small model is unavailable ({draft.error}); the large model answers instead.",
@@ -278,7 +286,7 @@ class Assistant:
                         True, "after", f"escalated: the small model failed ({draft.error})"
                     )
                     run.reason = decision.reason
-            if final is None:
+            if final is None and not small_only_failed:
                 if mode == "auto" and decision is not None:
                     run.escalated = True
                     yield Escalated(decision)

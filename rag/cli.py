@@ -143,8 +143,11 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
     out = sys.stdout
     streaming_stage = ""
     done: Done | None = None
+    notices: list[str] = []
     async for ev in assistant.ask(args.question, opts):
         done = ev if isinstance(ev, Done) else done
+        if isinstance(ev, Notice):
+            notices.append(ev.text)
         if args.json:
             if isinstance(ev, Failed):
                 print(json.dumps({"error": ev.message, "kind": ev.kind}))
@@ -159,7 +162,7 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
     if done is None:
         return 1
     if args.json:
-        print(json.dumps(done_to_json(done, args.question), ensure_ascii=False))
+        print(json.dumps({**done_to_json(done, args.question), "notices": notices}, ensure_ascii=False))
     del streaming_stage
     return 1 if done.model == "retrieval-only" else 0
 
@@ -348,6 +351,25 @@ def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.evaluation.answers import load_qa
+    from rag.evaluation.injection import eval_injection
+
+    items = [i for i in load_qa(Path(args.data)) if not i.impossible][: args.limit]
+    assistant = _qa_assistant(cfg, args)
+    row = asyncio.run(
+        eval_injection(assistant, [i.question for i in items], role=args.role, progress=_progress)
+    )
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(
+            f"{row['model']}: obeyed the planted instruction in {row['obeyed_before']}/{row['questions']} "
+            f"answers with the naive prompt, {row['obeyed_after']}/{row['questions']} with the app's prompt"
+        )
+    return 0
+
+
 def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
     from rag.compare import DEFAULT_PROMPTS, compare_models
     from rag.models import make_chat_model
@@ -366,6 +388,21 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 Handler = Callable[[Config, argparse.Namespace], int]
 
 
+def _ranged(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type that also checks the range the config allows."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description=__doc__)
     p.add_argument("--config", default="rag.yaml", help="path to rag.yaml (default: ./rag.yaml)")
@@ -379,10 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ask", help="answer one question from the documents")
     s.add_argument("question")
     s.add_argument("--retriever", choices=RETRIEVER_CHOICES)
-    s.add_argument("--top-k", type=int, dest="top_k")
+    s.add_argument("--top-k", type=_ranged(int, 1, 50), dest="top_k", metavar="1-50")
     s.add_argument("--mode", choices=list(get_args(Mode)))
     s.add_argument("--strategy", choices=list(get_args(Strategy)))
-    s.add_argument("--temperature", type=float)
+    s.add_argument("--temperature", type=_ranged(float, 0, 2), metavar="0-2")
     s.add_argument("--seed", type=int)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=cmd_ask)
@@ -426,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retriever", default="all", choices=[*RETRIEVER_CHOICES, "all"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_calibrate)
+
+    s = ev.add_parser("injection", help="prompt-injection obedience before/after the hygiene")
+    s.add_argument("--data", default="eval/docs_qa")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--role", default="slm", choices=["slm", "llm"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_eval_injection)
 
     s = sub.add_parser("compare", help="small vs large model on the same prompts")
     s.add_argument("--prompt", action="append", help="repeatable; default: two built-in prompts")

@@ -434,6 +434,33 @@ def test_mode_always_with_the_large_model_down_falls_back_to_the_small_one(
     assert "large model is unavailable" in notices(events)
 
 
+def test_a_blank_answer_from_the_large_model_falls_back_to_the_small_one(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script(LLM, ["\n\n"])
+    cfg = make_config(tmp_path, fake.base_url, escalation__mode="always")
+
+    events = ask(make_assistant(cfg), Q_MEALS)
+
+    done = done_of(events)
+    assert done.model == SLM
+    assert done.answer == GOOD_DRAFT
+    assert "empty answer" in notices(events)
+
+
+def test_mode_never_with_the_small_model_down_does_not_ask_the_large_one(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    cfg = make_config(tmp_path, closed_port_url(), fake.base_url, escalation__mode="never")
+
+    events = ask(make_assistant(cfg), Q_MEALS)
+
+    assert fake.requests_for(LLM) == []
+    done = done_of(events)
+    assert done.model == "retrieval-only"
+    assert "cannot reach model server" in notices(events)
+
+
 def test_both_models_down_gives_a_retrieval_only_answer(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, closed_port_url(), closed_port_url())
 

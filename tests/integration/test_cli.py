@@ -189,6 +189,15 @@ def test_ask_json_ttft_is_the_first_streamed_token(env: dict[str, str]) -> None:
     assert timings["ttft_ms"] == timings["stages"]["draft"]["ttft_ms"]
 
 
+def test_ask_json_reports_that_the_large_model_was_down(fake: FakeOpenAI, tmp_path: Path) -> None:
+    env = rag_env(tmp_path, fake.base_url, closed_port_url())
+
+    proc = run_rag(["ask", "--json", Q_MEALS], env, tmp_path)
+
+    assert json.loads(proc.stdout)["answer"] == SHORT_DRAFT
+    assert "large model is unavailable" in proc.stdout + proc.stderr
+
+
 # -- configuration and usage errors ---------------------------------------------------------
 
 
@@ -233,6 +242,18 @@ def test_unknown_retriever_flag_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "invalid choice: 'nope'" in proc.stderr
     assert "lexical" in proc.stderr and "hybrid" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--top-k", "0"], ["--top-k", "-1"], ["--temperature", "5"]],
+    ids=["top-k-0", "top-k-negative", "temperature-5"],
+)
+def test_out_of_range_flags_exit_2(env: dict[str, str], tmp_path: Path, flags: list[str]) -> None:
+    proc = run_rag(["ask", *flags, Q_MEALS], env, tmp_path)
+
+    assert proc.returncode == 2
+    assert flags[0] in proc.stderr
 
 
 def test_unknown_mode_from_the_environment_exits_2_listing_choices(tmp_path: Path) -> None:

@@ -367,3 +367,15 @@ def test_empty_answer(fake_openai: FakeOpenAI) -> None:
     assert "empty" in str(out.error)
     assert out.pieces == []
     assert len(fake_openai.requests_for(MODEL)) == 1  # an empty answer is not retried
+
+
+@pytest.mark.parametrize("blank", ["\n\n", " \n "], ids=["newlines", "spaces"])
+def test_a_blank_answer_counts_as_empty(fake_openai: FakeOpenAI, blank: str) -> None:
+    fake_openai.script(MODEL, [blank])
+
+    out = run_stream(make_model(fake_openai.base_url))
+
+    assert out.text == blank  # the pieces were streamed as they came
+    assert out.error is not None
+    assert out.error.kind == "empty"
+    assert out.record.text == ""  # but nobody keeps whitespace as an answer
