@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -237,11 +237,12 @@ def cmd_models_serve(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def check_bind(host: str) -> None:
+def check_bind(host: str, environ: Mapping[str, str] | None = None) -> None:
     """Refuse a non-loopback address unless password authentication is configured."""
+    env = os.environ if environ is None else environ
     if host in ("127.0.0.1", "localhost", "::1"):
         return
-    if not os.environ.get("CHAINLIT_AUTH_SECRET") or not os.environ.get("RAG_USERS"):
+    if not env.get("CHAINLIT_AUTH_SECRET") or not env.get("RAG_USERS"):
         raise ConfigError(
             f"refusing to bind {host} without authentication: anyone on the network could read "
             "your documents. Set CHAINLIT_AUTH_SECRET (run `chainlit create-secret`) and RAG_USERS "
