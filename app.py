@@ -296,6 +296,10 @@ async def _render(question: str, opts: AskOptions) -> None:
             if step is not None and ev.stage in ("draft", "compare"):
                 await step.stream_token(ev.text)
             else:
+                if not streamed_into_answer:
+                    # stream_token leaves created_at unset, and a stored step without it sorts
+                    # before its parent, so a resumed thread would lose the answer.
+                    answer.created_at = utc_now()
                 await answer.stream_token(ev.text)
                 streamed_into_answer = True  # sent now: _finish updates it, not sends it
         elif isinstance(ev, StageFinished):

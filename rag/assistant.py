@@ -249,7 +249,8 @@ class Assistant:
             decision: Decision | None = None
             small_only_failed = False
             if mode == "auto":
-                decision = policy.before_draft(used, hits)
+                signal_name, signal_hits = self._context_signal(used, q, hits)
+                decision = policy.before_draft(signal_name, signal_hits)
                 run.reason = decision.reason
                 if decision.abstain:
                     abstained = True
@@ -356,6 +357,18 @@ class Assistant:
         )
         citations = () if abstained else check_citations(final, sources)
         yield Done(final, final_model, sources, citations, metrics, abstained)
+
+    def _context_signal(self, name: str, question: str, hits: list[Hit]) -> tuple[str, list[Hit]]:
+        """The scores the weak-context signal reads.
+
+        Min-max fusion puts hybrid's best hit at ~1.0 for every query, so its scores say nothing
+        about how well the corpus covers a question; hybrid is judged on its bm25 side instead
+        (one extra sparse search, ~1 ms).
+        """
+        sparse = getattr(self.index.get(name), "sparse", None) if name == "hybrid" else None
+        if sparse is None:
+            return name, hits
+        return str(getattr(sparse, "name", "bm25")), list(sparse.search(question, 2))
 
     def _policy_for(self, opts: AskOptions, retriever: str) -> EscalationPolicy:
         """The configured policy, or one with this session's thresholds."""

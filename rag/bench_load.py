@@ -187,8 +187,8 @@ class ChatSession:
                 return False
         return True
 
-    async def start(self) -> bool:
-        """Connect and wait for on_chat_start to finish; False (with log.failure) if it did not."""
+    async def connect(self) -> None:
+        """Open the socket and announce it as the React client does; raises if that fails."""
         auth = {
             "clientType": "webapp",
             "sessionId": self.session_id,
@@ -196,12 +196,16 @@ class ChatSession:
             "userEnv": "{}",
             "chatProfile": "",
         }
+        await self._sio.connect(
+            self.url, auth=auth, socketio_path=SOCKET_PATH, wait_timeout=CONNECT_TIMEOUT_S
+        )
+        await self._sio.emit("connection_successful")
+        await self._sio.emit("fetch_favorites")
+
+    async def start(self) -> bool:
+        """Connect and wait for on_chat_start to finish; False (with log.failure) if it did not."""
         try:
-            await self._sio.connect(
-                self.url, auth=auth, socketio_path=SOCKET_PATH, wait_timeout=CONNECT_TIMEOUT_S
-            )
-            await self._sio.emit("connection_successful")
-            await self._sio.emit("fetch_favorites")
+            await self.connect()
         except Exception as exc:  # any transport failure is a finding, not a crash
             self.log.failure = f"{self.log.name}: could not connect: {exc!r}"
             return False
@@ -480,7 +484,7 @@ def _server(
 
 
 @contextlib.contextmanager
-def _app(token_delay_s: float, port: int | None, workdir: Path) -> Iterator[str]:
+def running_app(token_delay_s: float, port: int | None, workdir: Path) -> Iterator[str]:
     """The fake model server and `chainlit run app.py` in front of it; yields the app's URL."""
     fake_py = REPO_ROOT / "tests" / "fake_openai.py"
     if not fake_py.is_file() or not (REPO_ROOT / "app.py").is_file():
@@ -555,7 +559,7 @@ def bench_load(
     with tempfile.TemporaryDirectory(prefix="rag-bench-load-") as tmp:
         workdir = Path(tmp)
         progress("starting the fake model server and `chainlit run app.py` …")
-        with _app(token_delay_s, port, workdir) as url:
+        with running_app(token_delay_s, port, workdir) as url:
             progress(f"chat app on {url}; warm-up session (builds the bm25 index) …")
             report, failed = asyncio.run(_phases(url, sessions, questions, progress))
             if failed:

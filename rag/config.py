@@ -155,9 +155,9 @@ class EscalationConfig(_Model):
     # weak context: top score below this, per retriever (scores are not comparable)
     weak_context: dict[str, float] = {
         "lexical": 0.2,
-        "bm25": 3.0,
-        "embedding": 0.3,
-        "hybrid": 0.35,
+        "bm25": 5.6,
+        "embedding": 0.51,
+        "hybrid": 0.0,
     }
     # ambiguous context: top score minus the second below this, per retriever (0 = off)
     min_margin: dict[str, float] = {"lexical": 0.0, "bm25": 0.0, "embedding": 0.0, "hybrid": 0.0}

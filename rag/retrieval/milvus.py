@@ -259,7 +259,8 @@ class MilvusRetriever:
             except failures as exc:
                 # gRPC channels reconnect by themselves: keep the (shared) client and retry
                 if not _is_transient(exc) or attempt == self.settings.retries:
-                    raise self._unavailable(what, exc) from None
+                    stage = what if self._client is not None else "connecting"
+                    raise self._unavailable(stage, exc) from None
                 log.info("milvus %s failed (%s); retrying in %.1f s", what, exc, delay)
                 time.sleep(delay)
                 delay *= 2

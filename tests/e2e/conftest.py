@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -132,21 +133,37 @@ def run_fake_openai(workdir: Path, script: Mapping[str, object]) -> Iterator[str
 
 
 @contextlib.contextmanager
-def run_chainlit(workdir: Path, models_base_url: str, retriever: str = "lexical") -> Iterator[str]:
-    """Run `chainlit run app.py --headless` on a free loopback port; yields the app's URL."""
+def run_chainlit(
+    workdir: Path,
+    models_base_url: str,
+    retriever: str = "lexical",
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Run `chainlit run app.py --headless` on a free loopback port; yields the app's URL.
+
+    The app works on a copy of docs_corpus under `workdir` (uploads land there, never in the
+    repository) and keeps its index and chat history in `workdir`/data. Sign-in is off unless
+    `extra_env` sets CHAINLIT_AUTH_SECRET and RAG_USERS.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
+    corpus = workdir / "corpus"
+    if not corpus.exists():
+        shutil.copytree(REPO_ROOT / "docs_corpus", corpus, ignore=shutil.ignore_patterns("uploads"))
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in ("CHAINLIT_AUTH_SECRET", "RAG_USERS")},
         "RAG__MODELS__SLM__BASE_URL": models_base_url,
         "RAG__MODELS__LLM__BASE_URL": models_base_url,
         "RAG__MODELS__SLM__MODEL": SLM,
         "RAG__MODELS__LLM__MODEL": LLM,
         "RAG__DATA_DIR": str(workdir / "data"),
+        "RAG__CORPUS__PATH": str(corpus),
+        "RAG__CORPUS__UPLOADS_DIR": str(corpus / "uploads"),
         "RAG__RETRIEVAL__RETRIEVER": retriever,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     log = workdir / "chainlit.log"
     SERVER_LOGS.append(log)
@@ -180,6 +197,22 @@ def fake_models_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def app_url(tmp_path_factory: pytest.TempPathFactory, fake_models_url: str) -> Iterator[str]:
     """The chat app served by chainlit, its models pointed at the fake server."""
     with run_chainlit(tmp_path_factory.mktemp("chainlit"), fake_models_url) as url:
+        yield url
+
+
+# The accounts of the signed-in app (RAG_USERS); the secret signs its session tokens.
+USERS = {"alice": "correct-horse", "bob": "battery-staple"}
+AUTH_SECRET = "e2e-test-secret-not-for-production-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def auth_app_url(tmp_path_factory: pytest.TempPathFactory, fake_models_url: str) -> Iterator[str]:
+    """The chat app with sign-in on (CHAINLIT_AUTH_SECRET + RAG_USERS), so history is listed."""
+    users = ",".join(f"{name}:{password}" for name, password in USERS.items())
+    env = {"CHAINLIT_AUTH_SECRET": AUTH_SECRET, "RAG_USERS": users}
+    with run_chainlit(
+        tmp_path_factory.mktemp("chainlit-auth"), fake_models_url, extra_env=env
+    ) as url:
         yield url
 
 
@@ -245,6 +278,18 @@ def open_chat(page: Page, url: str) -> None:
     page.goto(url)
     welcome = page.locator('[data-step-type="assistant_message"]').first
     expect(welcome).to_contain_text("Welcome to the Docs Assistant")
+    expect(page.locator("#chat-input")).to_be_editable()
+
+
+def sign_in(page: Page, url: str, user: str = "alice") -> None:
+    """Sign in on Chainlit's login page and wait for the chat's welcome."""
+    page.goto(url)
+    page.locator("#email").fill(user)
+    page.locator("#password").fill(USERS[user])
+    page.get_by_role("button", name="Sign In").click()
+    expect(page.locator('[data-step-type="assistant_message"]').first).to_contain_text(
+        "Welcome to the Docs Assistant"
+    )
     expect(page.locator("#chat-input")).to_be_editable()
 
 

@@ -6,11 +6,23 @@ hand-made socket logs, so the cross-talk detector is shown to catch what it clai
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rag.bench_load import Asked, SessionLog, analyse, bench_load, questions_for
+import rag.bench_load
+from rag.bench_load import (
+    Asked,
+    ChatSession,
+    SessionLog,
+    analyse,
+    bench_load,
+    questions_for,
+    running_app,
+)
 
 REPORT_KEYS = {
     "sessions",
@@ -36,6 +48,34 @@ def test_three_sessions_get_their_own_answers() -> None:
     assert report["answers"] == 6, report
     assert report["p50_ms"] > 0, report
     assert report["baseline_p50_ms"] > 0, report
+
+
+@pytest.mark.e2e
+def test_real_cross_talk_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second socket reusing s00's sessionId mid-answer takes the rest of s00's answer."""
+    monkeypatch.setattr(rag.bench_load, "ANSWER_TIMEOUT_S", 5.0)  # s00's task_end goes astray
+
+    async def hijack(url: str) -> list[SessionLog]:
+        victim = ChatSession(url, "s00")
+        thief = ChatSession(url, "s01", session_id=victim.session_id)
+        assert await victim.start(), victim.log.failure
+        asking = asyncio.create_task(victim.ask_all(["How do we roll back a bad release?"]))
+        deadline = time.monotonic() + 30
+        while not any(event == "stream_start" for _t, event, _d in victim.log.events):
+            assert time.monotonic() < deadline, "the answer never started streaming"
+            await asyncio.sleep(0.01)
+        await thief.connect()  # Chainlit restores s00's server session onto this socket
+        await asking
+        await asyncio.gather(victim.close(), thief.close())
+        return [victim.log, thief.log]
+
+    with running_app(0.02, None, tmp_path) as url:
+        victim, thief = asyncio.run(hijack(url))
+
+    tally = analyse([victim, thief], questions=1)
+    assert tally.cross_talk == 1, tally.samples
+    assert any("s01 received the answer to s00" in s for s in tally.samples), tally.samples
+    assert tally.errors >= 1  # s00 never saw its answer end
 
 
 # -- the verdict, on hand-made socket logs ---------------------------------------------------------
