@@ -384,6 +384,20 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in rows) else 0
 
 
+def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.bench_load import bench_load
+
+    row = bench_load(
+        args.sessions, args.questions, token_delay_s=args.token_delay, port=args.port,
+        progress=_progress,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(row))
+    else:
+        _print_rows([row], False)
+    return 1 if row.get("errors") or row.get("cross_talk") else 0
+
+
 # ---- argument parsing ----
 
 Handler = Callable[[Config, argparse.Namespace], int]
@@ -488,6 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retriever", default="all", choices=[*RETRIEVER_CHOICES, "all"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_retrieval)
+    s = bench.add_parser("load", help="concurrent chat sessions through the real Chainlit server")
+    s.add_argument("--sessions", type=int, default=20)
+    s.add_argument("--questions", type=int, default=5)
+    s.add_argument("--token-delay", type=float, default=0.02, dest="token_delay")
+    s.add_argument("--port", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_bench_load)
     s = bench.add_parser("embed", help="passages/s of ORT int8, ORT fp32 and torch")
     s.add_argument("--passages", type=int, default=512)
     s.add_argument("--json", action="store_true")

@@ -260,9 +260,11 @@ def load_config(
     if foundry:
         url = foundry.rstrip("/")
         url = url if url.endswith("/v1") else url + "/v1"
-        models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+        section = raw.get("models")
+        models: dict[str, Any] = section if isinstance(section, dict) else {}
         for role in ("slm", "llm"):
-            m = models.get(role) if isinstance(models.get(role), dict) else {}
+            entry = models.get(role)
+            m: dict[str, Any] = entry if isinstance(entry, dict) else {}
             if m.get("provider") == "foundry-local" and not m.get("base_url"):
                 _set_path(raw, ["models", role, "base_url"], url)
     try:
