@@ -27,12 +27,14 @@ from rag import RagError, load_config
 from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.history import (
     DEMO_SEED,
+    SETTINGS_KEY,
     auth_setup,
     conninfo,
     db_path,
     decode_thread,
     ensure_schema,
     options_from_settings,
+    settings_from_thread,
     sqlite_params,
 )
 from rag.playground import parse_request, playground_events, sse_stream
@@ -137,6 +139,11 @@ if AUTH.users is not None:
 # -- chat ----------------------------------------------------------------------------------------
 
 
+def _panel_values() -> dict[str, Any]:
+    values = cl.user_session.get("chat_settings")
+    return dict(values) if isinstance(values, dict) else {}
+
+
 def _opts() -> AskOptions:
     opts = cl.user_session.get("opts")
     return opts if isinstance(opts, AskOptions) else AskOptions()
@@ -210,7 +217,7 @@ async def on_chat_start() -> None:
 @cl.on_chat_resume
 async def on_chat_resume(thread: ThreadDict) -> None:
     """A thread reopened from the sidebar continues with the settings it was saved with."""
-    saved = cl.user_session.get("chat_settings") or {}
+    saved = settings_from_thread(thread)
     mode = _profile_mode()
     await _settings_panel(saved, mode).send()
     cl.user_session.set(
@@ -327,12 +334,19 @@ async def _render(question: str, opts: AskOptions) -> None:
             await _finish(answer, ev, streamed_into_answer, compared)
 
 
+_LIST_MARK = re.compile(r"^(?:[-*+]|\d+[.)])\s+")  # a leading list marker would show raw in a cell
+
+
 def _compare_table(compared: list[StageFinished]) -> str:
     """Both models' answers side by side with their timings and token counts."""
     if not compared:
         return ""
     cells = [
-        (c.usage.model, " ".join(c.text.split()).replace("|", "\\|") or "*(failed)*", c.usage)
+        (
+            c.usage.model,
+            _LIST_MARK.sub("", " ".join(c.text.split())).replace("|", "\\|") or "*(failed)*",
+            c.usage,
+        )
         for c in compared
     ]
     head = "| | " + " | ".join(f"**{m}**" for m, _, _ in cells) + " |"
@@ -370,20 +384,24 @@ async def _finish(
             )
         )
     unverified = sorted({c.n for c in done.citations if c.source is None})
-    body = done.answer
+    parts = [done.answer]
+    if compared:  # the table holds both answers; the final answer is shown only if both failed
+        parts = [_compare_table(compared)] + (
+            [done.answer] if not any(c.text for c in compared) else []
+        )
     if unverified:
         marks = ", ".join(f"[{n}]" for n in unverified)
-        body += f"\n\n⚠️ Unverified citation {marks}: no such passage was retrieved."
+        parts.append(f"⚠️ Unverified citation {marks}: no such passage was retrieved.")
     if done.metrics.incomplete:
-        body += (
-            "\n\n⚠️ *This answer is incomplete — the model stopped mid-answer. Ask again to retry.*"
+        parts.append(
+            "⚠️ *This answer is incomplete — the model stopped mid-answer. Ask again to retry.*"
         )
-    if compared:
-        body = _compare_table(compared) + "\n\n" + f"Sources for both: see the markers. {body}"
-    answer.content = f"{body}\n\n{_footer(done)}"
+    answer.content = "\n\n".join([*parts, _footer(done)])
     # The model name only: Chainlit looks the author up as an avatar and refuses names with
     # brackets; the footer says when the answer was escalated.
     answer.author = done.model
+    # Stored with the answer, so a thread resumed later continues with these settings.
+    answer.metadata = {**(answer.metadata or {}), SETTINGS_KEY: _panel_values()}
     answer.elements = elements  # type: ignore[assignment]
     if streamed:
         await answer.update()

@@ -122,11 +122,12 @@
     return node;
   }
 
-  function niceMax(value) {
-    if (value <= 0) return 100;
-    const step = 10 ** Math.floor(Math.log10(value));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
-    return 10 * step;
+  // The smallest "round" step (1, 2, 2.5 or 5 times a power of ten) of at least `value`.
+  function niceStep(value) {
+    if (value <= 0) return 20;
+    const power = 10 ** Math.floor(Math.log10(value));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * power >= value) return m * power;
+    return 10 * power;
   }
 
   function addRun(event) {
@@ -156,17 +157,18 @@
       legend.replaceChildren();
       return;
     }
-    const yMax = niceMax(Math.max(...runs.map((r) => r.total_ms)) * 1.1);
+    const TICKS = 5;
+    const step = niceStep((Math.max(...runs.map((r) => r.total_ms)) * 1.1) / TICKS);
+    const yMax = step * TICKS;
     const y = (ms) => top + plotH - (ms / yMax) * plotH;
-    const slots = Math.max(runs.length, 5);
+    const slots = Math.max(runs.length, 8);
     const x = (i) => left + (plotW * (i + 0.5)) / slots;
-    for (let k = 0; k <= 4; k++) {
-      const ms = (yMax * k) / 4, yy = y(ms);
+    for (let k = 0; k <= TICKS; k++) {
+      const ms = step * k, yy = y(ms);
       chart.append(el("line", {x1: left, x2: W - right, y1: yy, y2: yy, class: "grid"}));
       chart.append(el("text", {x: left - 8, y: yy + 4, "text-anchor": "end", class: "axis-label"},
         fmtMs(ms)));
     }
-    chart.append(el("text", {x: left, y: H - 6, class: "axis-label"}, "run →"));
     // One line through the totals of each model, so the two models read as two series.
     for (const model of colours.keys()) {
       const pts = runs.map((r, i) => [r, i]).filter(([r]) => r.model === model)
@@ -178,8 +180,11 @@
     }
     runs.forEach((r, i) => {
       const colour = colourOf(r.model), cx = x(i);
-      chart.append(el("text", {x: cx, y: H - 18, "text-anchor": "middle", class: "axis-label"},
-        `#${r.n} ${r.role === "slm" ? "small" : "large"}`));
+      const crowded = slots > 14;  // many runs: label every few, and leave the values to tooltips
+      if (!crowded || i % Math.ceil(slots / 14) === 0) {
+        chart.append(el("text", {x: cx, y: H - 14, "text-anchor": "middle", class: "axis-label"},
+          crowded ? `#${r.n}` : `#${r.n} ${r.role === "slm" ? "small" : "large"}`));
+      }
       const d = 5, ty = y(r.ttft_ms);
       const diamond = el("polygon", {points: `${cx},${ty - d} ${cx + d},${ty} ${cx},${ty + d} ${cx - d},${ty}`,
         fill: "#fff", stroke: colour, "stroke-width": 2, class: "point ttft"});
@@ -190,8 +195,10 @@
       dot.append(el("title", {}, `run ${r.n} · ${r.model} · total ${fmtMs(r.total_ms)} · ` +
         `first token ${fmtMs(r.ttft_ms)} · ${r.tokens} tokens`));
       chart.append(dot);
-      chart.append(el("text", {x: cx + 9, y: y(r.total_ms) - 8, class: "axis-label"},
-        fmtMs(r.total_ms)));
+      if (!crowded) {
+        chart.append(el("text", {x: cx + 9, y: y(r.total_ms) - 8, class: "axis-label"},
+          fmtMs(r.total_ms)));
+      }
     });
     legend.replaceChildren();
     for (const [model, colour] of colours) {

@@ -336,7 +336,14 @@ def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
     items = load_qa(Path(args.data))[: args.limit or None]
     modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
     assistant = _qa_assistant(cfg, args)
-    rows = asyncio.run(eval_answers(assistant, items, modes, strategy=args.strategy, progress=_progress))
+    details: list[dict[str, Any]] = []
+    rows = asyncio.run(
+        eval_answers(
+            assistant, items, modes, strategy=args.strategy, progress=_progress, details=details
+        )
+    )
+    if args.details:
+        Path(args.details).write_text("".join(json.dumps(d) + "\n" for d in details))
     _print_rows(rows, args.json)
     return 0
 
@@ -471,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
     s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
                    help="reference: large model priced 10x the small one")  # fmt: skip
+    s.add_argument("--details", help="write one JSON line per question and mode to this file")
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_answers)
     s = ev.add_parser("calibrate", help="suggest weak-context thresholds per retriever")

@@ -172,6 +172,9 @@ def _json_or(value: Any, kind: type) -> Any:
     return value
 
 
+_BOOLEAN_STEP_FIELDS = ("streaming", "waitForAnswer", "isError", "defaultOpen", "autoCollapse")
+
+
 def decode_thread(thread: Mapping[str, Any]) -> dict[str, Any]:
     """A thread read from SQLite with its JSON text columns turned back into lists and dicts."""
     out = dict(thread)
@@ -183,6 +186,9 @@ def decode_thread(thread: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("metadata", "generation"):
             s[key] = _json_or(s.get(key), dict)
         s["tags"] = _json_or(s.get("tags"), list)
+        for key in _BOOLEAN_STEP_FIELDS:  # SQLite returns 0/1; the UI expects true/false
+            if isinstance(s.get(key), int) and not isinstance(s.get(key), bool):
+                s[key] = bool(s[key])
         steps.append(s)
     out["steps"] = steps
     return out
@@ -278,6 +284,25 @@ def auth_setup(environ: Mapping[str, str]) -> AuthSetup:
 
 
 # -- resuming a thread -------------------------------------------------------------------------
+
+SETTINGS_KEY = "rag_settings"  # where app.py records the settings panel's values on each answer
+
+
+def settings_from_thread(thread: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a resumed thread continues with: those of its last answer.
+
+    Each answer's step metadata records the settings panel's values it was asked with. Chainlit
+    also saves the session's settings in the thread's metadata, but only when the browser
+    disconnects, which can land after a reload has already resumed the thread (and a resumed
+    session then saves its own values over them); the answers' record has no such race.
+    """
+    for step in reversed(list(thread.get("steps") or [])):
+        meta = _json_or(step.get("metadata"), dict) if isinstance(step, Mapping) else None
+        if isinstance(meta, dict) and isinstance(meta.get(SETTINGS_KEY), dict):
+            return dict(meta[SETTINGS_KEY])
+    meta = _json_or(thread.get("metadata"), dict)
+    saved = meta.get("chat_settings") if isinstance(meta, dict) else None
+    return dict(saved) if isinstance(saved, dict) else {}
 
 
 def _number(value: Any) -> float | None:

@@ -95,6 +95,7 @@ async def eval_answers(
     *,
     strategy: str | None = None,
     progress: Callable[[str], None] = lambda _m: None,
+    details: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per mode: contains_gold, f1, abstain_impossible, escalation_rate, latency, cost."""
     patterns = assistant.cfg.escalation.evasive_patterns
@@ -102,7 +103,6 @@ async def eval_answers(
     for mode in modes:
         opts = AskOptions(mode=mode, strategy=strategy, temperature=0.0, seed=SEED)  # type: ignore[arg-type]
         gold_hits, f1s, abstains, escalations, latencies, costs = [], [], [], [], [], []
-        details = []
         for n, item in enumerate(items, 1):
             done = await _answer(assistant, item.question, opts)
             if done is None:
@@ -117,7 +117,18 @@ async def eval_answers(
             escalations.append(done.metrics.escalated)
             latencies.append(done.metrics.total_ms)
             costs.append(done.metrics.cost)
-            details.append((item.id, done.model, done.metrics.escalated, text[:80]))
+            if details is not None:
+                draft = next((u for st, u in done.metrics.stages if st == "draft"), None)
+                details.append(
+                    {
+                        "id": item.id, "mode": mode, "model": done.model,
+                        "impossible": item.impossible, "declined": declined,
+                        "correct": None if item.impossible else gold_hits[-1],
+                        "escalated": done.metrics.escalated, "reason": done.metrics.reason,
+                        "answer": done.answer, "draft_tokens": draft.completion_tokens if draft else None,
+                        "total_ms": round(done.metrics.total_ms), "cost": done.metrics.cost,
+                    }
+                )  # fmt: skip
             progress(f"[{mode} {n}/{len(items)}] {item.id} {done.model} {done.metrics.total_ms:.0f} ms")
         rows.append(
             {

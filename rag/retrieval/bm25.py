@@ -127,10 +127,10 @@ class BM25Retriever:
         if scores is None:
             return []
         best = top_k_indices(scores, self._tiebreak, k)
-        return [
-            Hit(chunk=self._chunks[i], score=float(scores[i]), rank=r)
-            for r, i in enumerate(best.tolist(), 1)
-        ]
+        chunks = self._chunks
+        # tolist() once: indexing numpy scalars one by one costs more than the scoring
+        pairs = zip(best.tolist(), scores[best].tolist(), strict=True)
+        return [Hit(chunk=chunks[i], score=s, rank=r) for r, (i, s) in enumerate(pairs, 1)]
 
     def search(self, query: str, k: int) -> list[Hit]:
         """At most k hits with positive scores, best first, ties by chunk id."""

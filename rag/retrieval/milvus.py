@@ -70,7 +70,6 @@ TRANSIENT_MARKERS = (
     "fail connecting",
     "connection refused",
     "deadline exceeded",
-    "retry timeout",
     "rate limit",
     "too many requests",
     "socket closed",
@@ -114,11 +113,14 @@ def display_uri(uri: str) -> str:
 
 
 def _is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    if "retry timeout" in text or "retry run out" in text:
+        return False  # pymilvus already retried this call for timeout_s: give up now
     code = getattr(exc, "code", None)
     code = code() if callable(code) else code
     if getattr(code, "name", None) in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"):
         return True
-    return any(marker in str(exc).lower() for marker in TRANSIENT_MARKERS)
+    return any(marker in text for marker in TRANSIENT_MARKERS)
 
 
 # ---- connections: one client per (uri, token), shared by every retriever in the process ----
@@ -130,12 +132,21 @@ _CLIENTS_LOCK = threading.Lock()
 def _client_for(uri: str, token: str, timeout: float) -> Any:
     from pymilvus import MilvusClient
 
+    # pymilvus logs every failed RPC with a traceback on its own stderr handler; our
+    # RetrieverUnavailable already carries the reason, so keep the CLI and chat logs readable.
+    # (Set the "pymilvus" logger to DEBUG again to see them.)
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     with _CLIENTS_LOCK:
         client = _CLIENTS.get((uri, token))
         if client is None:
+            options: dict[str, Any] = {}
             if uri.endswith(".db"):
                 Path(uri).parent.mkdir(parents=True, exist_ok=True)
-            client = MilvusClient(uri=uri, token=token, timeout=timeout)
+                # The embedded server runs gRPC's default ping policy and answers pymilvus'
+                # idle keepalive pings (every 10 s) with GOAWAY "too_many_pings" while a long
+                # build encodes; in process there is no idle connection worth probing.
+                options["grpc_options"] = {"grpc.keepalive_permit_without_calls": 0}
+            client = MilvusClient(uri=uri, token=token, timeout=timeout, **options)
             _CLIENTS[(uri, token)] = client
         return client
 
@@ -318,39 +329,52 @@ class MilvusRetriever:
     def _dim(self) -> int:
         return int(self._embedding_fingerprint()["dim"])
 
+    def _recorded_fingerprint(self) -> str | None:
+        """The fingerprint the collection was built with, or None if there is no collection."""
+        name, timeout = self.collection, self.settings.timeout_s
+        if not self._call("has_collection", lambda c: c.has_collection(name, timeout=timeout)):
+            return None
+        info = self._call(
+            "describe_collection", lambda c: c.describe_collection(name, timeout=timeout)
+        )
+        return str(dict(info.get("properties") or {}).get(FINGERPRINT_PROPERTY, "{}"))
+
     def _prepare_collection(self) -> None:
         """Create the collection if missing; drop and recreate it if built with other settings."""
-        stored = json.dumps(self.fingerprint(), sort_keys=True)
-        name = self.collection
-        if self._call("has_collection", lambda c: c.has_collection(name)):
-            info = self._call("describe_collection", lambda c: c.describe_collection(name))
-            found = dict(info.get("properties") or {}).get(FINGERPRINT_PROPERTY)
-            if found == stored:
-                self._ensure_loaded()
-                return
+        wanted = json.dumps(self.fingerprint(), sort_keys=True)
+        name, timeout = self.collection, self.settings.timeout_s
+        found = self._recorded_fingerprint()
+        if found == wanted:
+            self._ensure_loaded()
+            return
+        if found is not None:
             self.progress(
                 f"milvus: collection {name} at {display_uri(self.uri)} was built with other "
                 f"settings ({_diff(found, self.fingerprint())}); dropping it and rebuilding"
             )
-            self._call("drop_collection", lambda c: c.drop_collection(name))
+            self._call("drop_collection", lambda c: c.drop_collection(name, timeout=timeout))
 
         def create(client: Any) -> None:
             schema, index = self._schema(client)
             client.create_collection(
                 name,
                 schema=schema,
-                index_params=index,
                 consistency_level="Session",
-                properties={FINGERPRINT_PROPERTY: stored},
+                properties={FINGERPRINT_PROPERTY: wanted},
+                timeout=timeout,
             )
+            # sync=False: pymilvus would poll each index of this empty collection, 0.5 s a time
+            client.create_index(name, index, timeout=timeout, sync=False)
+            client.load_collection(name, timeout=timeout)
 
         self._call("create_collection", create)
         self._ensure_loaded()
 
     def _ensure_loaded(self) -> None:
-        state = self._call("get_load_state", lambda c: c.get_load_state(self.collection))
+        name, timeout = self.collection, self.settings.timeout_s
+        state = self._call("get_load_state", lambda c: c.get_load_state(name, timeout=timeout))
         if "NotLoad" in str(state.get("state")):
-            self._call("load_collection", lambda c: c.load_collection(self.collection))
+            self._call("load_collection", lambda c: c.load_collection(name, timeout=timeout))
 
     def _stored_rows(self) -> dict[str, str]:
         """pk -> text hash of every row in the collection (read with strong consistency)."""
@@ -601,10 +625,9 @@ class MilvusRetriever:
                 "run `rag index` to rebuild it"
             )
         where = f"collection {self.collection} at {display_uri(self.uri)}"
-        if not self._call("has_collection", lambda c: c.has_collection(self.collection)):
+        found = self._recorded_fingerprint()
+        if found is None:
             raise IndexError_(f"{where} does not exist; run `rag index` to build it")
-        info = self._call("describe_collection", lambda c: c.describe_collection(self.collection))
-        found = dict(info.get("properties") or {}).get(FINGERPRINT_PROPERTY)
         if found != json.dumps(self.fingerprint(), sort_keys=True):
             raise IndexError_(
                 f"{where} was built with other settings ({_diff(found, self.fingerprint())}); "

@@ -190,6 +190,14 @@ def test_batching_and_sorting_keep_input_order(data_dir: Path, fp32: Encoder) ->
 
 
 @pytest.mark.slow
+def test_int8_vector_depends_on_its_text_alone(int8: Encoder) -> None:
+    # dynamic quantisation scales a whole batch at once, so int8 runs one text per call
+    together = int8.encode(TEXTS)
+    alone = np.stack([int8.encode([t])[0] for t in TEXTS])
+    np.testing.assert_array_equal(together, alone)
+
+
+@pytest.mark.slow
 def test_long_text_is_truncated_at_256_tokens(fp32: Encoder) -> None:
     long = " ".join(f"word{i}" for i in range(600))
     tail_changed = long + " completely different ending about kittens"
