@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import mimetypes
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +19,7 @@ import plotly.graph_objects as go
 from chainlit.auth import get_current_user
 from chainlit.config import config as chainlit_config
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.input_widget import Select, Slider, Switch
 from chainlit.types import ThreadDict
 from chainlit.utils import utc_now
@@ -27,15 +30,20 @@ from rag import RagError, load_config
 from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.history import (
     DEMO_SEED,
+    FILES_DIR,
+    FILES_ROUTE,
     SETTINGS_KEY,
     auth_setup,
     conninfo,
     db_path,
     decode_thread,
     ensure_schema,
+    file_url,
+    may_read,
     options_from_settings,
     settings_from_thread,
     sqlite_params,
+    stored_file,
 )
 from rag.playground import parse_request, playground_events, sse_stream
 from rag.stats import SessionStats
@@ -120,9 +128,59 @@ class _SQLiteDataLayer(SQLAlchemyDataLayer):
         return [decode_thread(t) for t in threads]  # type: ignore[misc]
 
 
+class _ElementFiles(BaseStorageClient):
+    """Element contents (cited passages, charts, attachments) of stored threads, on local disk.
+
+    Without a storage client Chainlit keeps no elements, and a resumed answer's [1] would open
+    nothing. Files live in <data_dir>/history-files and are served by GET /history/files/….
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def upload_file(
+        self,
+        object_key: str,
+        data: bytes | str,
+        mime: str = "application/octet-stream",
+        overwrite: bool = True,
+        content_disposition: str | None = None,
+    ) -> dict[str, Any]:
+        path = stored_file(self.root, object_key)
+        if overwrite or not path.exists():
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            await asyncio.to_thread(_write_file, path, raw)
+        return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+
+    async def delete_file(self, object_key: str) -> bool:
+        try:
+            stored_file(self.root, object_key).unlink()
+        except (ValueError, OSError):
+            return False
+        return True
+
+    async def get_read_url(self, object_key: str) -> str:
+        return file_url(object_key, chainlit_config.run.root_path)
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+ELEMENT_FILES = CFG.data_dir.resolve() / FILES_DIR
+
+
 @cl.data_layer
 def history_layer() -> SQLAlchemyDataLayer:
-    return _SQLiteDataLayer(conninfo=conninfo(HISTORY_DB))
+    return _SQLiteDataLayer(
+        conninfo=conninfo(HISTORY_DB), storage_provider=_ElementFiles(ELEMENT_FILES)
+    )
 
 
 if AUTH.users is not None:
@@ -477,20 +535,20 @@ async def on_message(message: cl.Message) -> None:
         ).send()
 
 
-# -- streaming playground (rag/playground.py streams; this serves it) ----------------------------
+# -- routes: the streaming playground (rag/playground.py streams) and stored element files --------
 
 PLAYGROUND_HTML = Path(__file__).resolve().parent / "public" / "playground.html"
-_playground = APIRouter(prefix=chainlit_config.run.root_path)
+_routes = APIRouter(prefix=chainlit_config.run.root_path)
 
 
-@_playground.get("/playground", include_in_schema=False)
+@_routes.get("/playground", include_in_schema=False)
 async def playground_page() -> FileResponse:
     return FileResponse(
         PLAYGROUND_HTML, media_type="text/html", headers={"Cache-Control": "no-cache"}
     )
 
 
-@_playground.post("/playground/stream")
+@_routes.post("/playground/stream")
 async def playground_stream(
     request: Request, _user: Annotated[Any, Depends(get_current_user)]
 ) -> Response:
@@ -506,6 +564,23 @@ async def playground_stream(
     )
 
 
+@_routes.get(FILES_ROUTE + "/{object_key:path}", include_in_schema=False)
+async def history_file(
+    object_key: str, user: Annotated[Any, Depends(get_current_user)]
+) -> Response:
+    """An element file of a stored thread, to its owner (anyone when sign-in is off)."""
+    try:
+        path = stored_file(ELEMENT_FILES, object_key)
+    except ValueError:
+        path = None
+    owner = getattr(user, "id", None)
+    allowed = may_read(object_key, owner) and not (AUTH.enabled and owner is None)
+    if path is None or not path.is_file() or not allowed:
+        return JSONResponse({"error": "no such file"}, status_code=404)
+    media = mimetypes.guess_type(path.name)[0] or "text/plain; charset=utf-8"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-cache"})
+
+
 def _serve_before_chainlit(router: APIRouter) -> None:
     """Add `router`'s routes ahead of Chainlit's catch-all GET /{full_path:path}, which serves the chat."""
     routes = chainlit.server.app.router.routes
@@ -516,4 +591,4 @@ def _serve_before_chainlit(router: APIRouter) -> None:
     routes[0:0] = added
 
 
-_serve_before_chainlit(_playground)
+_serve_before_chainlit(_routes)

@@ -53,7 +53,7 @@ class CorpusConfig(_Model):
 
 
 class BM25Config(_Model):
-    k1: float = Field(1.2, gt=0)
+    k1: float = Field(1.5, gt=0)
     b: float = Field(0.75, ge=0, le=1)
     stemming: bool = True
     stopwords: bool = True
@@ -70,8 +70,8 @@ class EmbeddingConfig(_Model):
 
 class HybridConfig(_Model):
     method: Literal["rrf", "minmax"] = "minmax"
-    rrf_k: int = Field(60, ge=1)
-    alpha: float = Field(0.5, ge=0, le=1)  # weight on the dense (embedding) score
+    rrf_k: int = Field(10, ge=1)
+    alpha: float = Field(0.4, ge=0, le=1)  # weight on the dense (embedding) score
     candidates: int = Field(100, ge=1)
 
 
@@ -155,7 +155,7 @@ class EscalationConfig(_Model):
     # weak context: top score below this, per retriever (scores are not comparable)
     weak_context: dict[str, float] = {
         "lexical": 0.2,
-        "bm25": 5.6,
+        "bm25": 5.05,
         "embedding": 0.51,
         "hybrid": 0.0,
     }

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from rag.assistant import AskOptions
 from rag.errors import ConfigError
@@ -192,6 +193,36 @@ def decode_thread(thread: Mapping[str, Any]) -> dict[str, Any]:
         steps.append(s)
     out["steps"] = steps
     return out
+
+
+# -- element files -------------------------------------------------------------------------------
+
+FILES_DIR = "history-files"  # under data_dir: the contents of the elements of stored threads
+FILES_ROUTE = "/history/files"
+
+
+def stored_file(root: Path, object_key: str) -> Path:
+    """Where the element file `object_key` lives under `root`; ValueError if it would escape."""
+    base = root.resolve()
+    if not object_key or "\x00" in object_key or object_key.startswith("/"):
+        raise ValueError(f"not a stored file key: {object_key!r}")
+    path = (base / object_key).resolve()
+    if path == base or not path.is_relative_to(base):
+        raise ValueError(f"not a stored file key: {object_key!r}")
+    return path
+
+
+def may_read(object_key: str, user_id: str | None) -> bool:
+    """Chainlit keys element files "<user id>/<element id>/<name>": only that user reads them.
+
+    Without sign-in (``user_id`` None) there are no owners to tell apart.
+    """
+    return user_id is None or object_key.split("/", 1)[0] == user_id
+
+
+def file_url(object_key: str, root_path: str = "") -> str:
+    """The URL app.py serves a stored element file at."""
+    return f"{root_path}{FILES_ROUTE}/{quote(object_key, safe='/')}"
 
 
 # -- sign-in -----------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def load_qa(folder: Path) -> list[QAItem]:
     for name in ("queries.jsonl", "answers.jsonl"):
         path = folder / name
         if not path.exists():
-            raise CorpusError(f"{path} is missing; a QA folder holds queries.jsonl and answers.jsonl")
+            raise CorpusError(
+                f"{path} is missing; a QA folder holds queries.jsonl and answers.jsonl"
+            )
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
@@ -59,10 +61,16 @@ def with_reference_prices(cfg: Config) -> Config:
     """The same config with the reference cost profile (large model 10x the small one)."""
     models = cfg.models
     slm = models.slm.model_copy(
-        update={"price_in_per_1k": REFERENCE_PRICES["slm"][0], "price_out_per_1k": REFERENCE_PRICES["slm"][1]}
+        update={
+            "price_in_per_1k": REFERENCE_PRICES["slm"][0],
+            "price_out_per_1k": REFERENCE_PRICES["slm"][1],
+        }
     )
     llm = models.llm.model_copy(
-        update={"price_in_per_1k": REFERENCE_PRICES["llm"][0], "price_out_per_1k": REFERENCE_PRICES["llm"][1]}
+        update={
+            "price_in_per_1k": REFERENCE_PRICES["llm"][0],
+            "price_out_per_1k": REFERENCE_PRICES["llm"][1],
+        }
     )
     return cfg.model_copy(update={"models": models.model_copy(update={"slm": slm, "llm": llm})})
 
@@ -129,7 +137,9 @@ async def eval_answers(
                         "total_ms": round(done.metrics.total_ms), "cost": done.metrics.cost,
                     }
                 )  # fmt: skip
-            progress(f"[{mode} {n}/{len(items)}] {item.id} {done.model} {done.metrics.total_ms:.0f} ms")
+            progress(
+                f"[{mode} {n}/{len(items)}] {item.id} {done.model} {done.metrics.total_ms:.0f} ms"
+            )
         rows.append(
             {
                 "mode": mode,
