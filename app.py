@@ -45,7 +45,7 @@ from rag.history import (
     sqlite_params,
     stored_file,
 )
-from rag.playground import parse_request, playground_events, sse_stream
+from rag.playground import MAX_BODY_BYTES, parse_request, playground_events, sse_stream
 from rag.stats import SessionStats
 from rag.types import (
     ContextPacked,
@@ -114,7 +114,20 @@ log.info("chat history in %s; %s", HISTORY_DB, AUTH.reason)
 
 
 class _SQLiteDataLayer(SQLAlchemyDataLayer):
-    """Chainlit's SQL data layer on SQLite: lists and dicts stored as JSON text and read back."""
+    """Chainlit's SQL data layer on SQLite: lists and dicts stored as JSON text and read back.
+
+    Chainlit persists each step write in its own task, so a step's creation (empty output) can
+    land after its update (with the output) and blank it in the stored thread. Step writes here
+    go through one lock, in the order Chainlit issued them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._step_writes = asyncio.Lock()
+
+    async def create_step(self, step_dict: Any) -> None:
+        async with self._step_writes:  # FIFO: the tasks reach it in the order they were created
+            await super().create_step(step_dict)
 
     async def execute_sql(self, query: str, parameters: dict[str, Any]) -> Any:
         return await super().execute_sql(query, sqlite_params(parameters))
@@ -553,6 +566,11 @@ async def playground_stream(
     request: Request, _user: Annotated[Any, Depends(get_current_user)]
 ) -> Response:
     """Server-sent events: token…, then done (timings) or error. Signed-in users only when sign-in is on."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        return JSONResponse(
+            {"error": f"The request is over {MAX_BODY_BYTES // 1_000_000} MB; paste less text."},
+            status_code=413,
+        )
     try:
         role, prompt, reference = parse_request(await request.json())
     except ValueError as exc:  # not JSON, or the wrong shape
@@ -588,7 +606,12 @@ def _serve_before_chainlit(router: APIRouter) -> None:
     chainlit.server.app.include_router(router)
     added = routes[before:]
     del routes[before:]
-    routes[0:0] = added
+
+    def key(route: Any) -> tuple[str, frozenset[str]]:
+        return getattr(route, "path", ""), frozenset(getattr(route, "methods", None) or ())
+
+    ours = {key(r) for r in added}  # `chainlit run -w` re-runs this file: replace, not pile up
+    routes[:] = [*added, *(r for r in routes if key(r) not in ours)]
 
 
 _serve_before_chainlit(_routes)

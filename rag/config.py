@@ -151,7 +151,7 @@ class EscalationConfig(_Model):
     mode: Mode = "auto"
     strategy: Strategy = "answer"
     policy: Literal["signals"] = "signals"
-    min_draft_chars: int = Field(120, ge=0)
+    min_draft_chars: int = Field(40, ge=0)
     # weak context: top score below this, per retriever (scores are not comparable)
     weak_context: dict[str, float] = {
         "lexical": 0.2,

@@ -22,6 +22,7 @@ from rag.types import Chunk, Hit, Source
 ROLES: dict[str, str] = {"slm": "small", "llm": "large"}
 REFERENCE_TITLE = "Reference text"
 REFERENCE_PATH = "playground/reference"
+MAX_BODY_BYTES = 1_000_000  # a request body larger than this is refused before it is parsed
 _PROMPT_OVERHEAD_TOKENS = 64  # the source tags, the title line and the "Question:" label
 
 

@@ -112,6 +112,16 @@ def display_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+def _both_forms(params: dict[str, Any]) -> dict[str, Any]:
+    """Index parameters flat (as Milvus reads them) and under "params" (as milvus-lite 3.2 does).
+
+    pymilvus 3 sends each parameter as its own key; milvus-lite 3.2.2 reads only a JSON "params"
+    key and silently builds with its defaults otherwise (BM25 k1 1.5, b 0.75). Milvus merges
+    a "params" key into the flat ones, so sending both is safe there.
+    """
+    return {**params, "params": dict(params)} if params else {}
+
+
 def _is_transient(exc: BaseException) -> bool:
     text = str(exc).lower()
     if "retry timeout" in text or "retry run out" in text:
@@ -308,11 +318,11 @@ class MilvusRetriever:
                 field_name="sparse",
                 index_type="SPARSE_INVERTED_INDEX",
                 metric_type="BM25",
-                params={"bm25_k1": bm25.k1, "bm25_b": bm25.b},
+                params=_both_forms({"bm25_k1": bm25.k1, "bm25_b": bm25.b}),
             )
         if self.dense:
             schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self._dim())
-            params: dict[str, int] = {}
+            params: dict[str, Any] = {}
             if self.settings.index_type == "HNSW":
                 params = {
                     "M": self.settings.hnsw_m,
@@ -322,7 +332,7 @@ class MilvusRetriever:
                 field_name="dense",
                 index_type=self.settings.index_type,
                 metric_type="IP",
-                params=params,
+                params=_both_forms(params),
             )
         return schema, index
 
@@ -398,6 +408,13 @@ class MilvusRetriever:
         return self._call("reading the stored ids", scan)
 
     # ---- build ----
+
+    def reset(self) -> None:
+        """Drop this retriever's collection, so the next build() starts from scratch."""
+        name, timeout = self.collection, self.settings.timeout_s
+        if self._recorded_fingerprint() is not None:
+            self._call("drop_collection", lambda c: c.drop_collection(name, timeout=timeout))
+        self._by_pk, self._hash_of = {}, {}
 
     def build(self, chunks: Sequence[Chunk]) -> None:
         """Bring the collection to exactly ``chunks``: delete gone rows, write new or changed ones."""

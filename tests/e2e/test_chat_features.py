@@ -35,7 +35,7 @@ HERON_DOC = (
     "Project Heron launches on 7 October with the new billing dashboard.\n\n"
     "The Heron pilot covers three regions and is owned by the payments team.\n"
 )
-HISTORY_QUESTION = "Who approves production releases?"
+HISTORY_QUESTION = "How do we roll back a bad release?"
 
 
 def choose_retriever(page: Page, name: str) -> None:
@@ -158,12 +158,19 @@ def test_resumed_thread_shows_its_history_and_keeps_its_settings(
     history.get_by_text(HISTORY_QUESTION).first.click()
     expect(page).to_have_url(thread_url)
     expect(page.locator('[data-step-type="user_message"]')).to_contain_text(HISTORY_QUESTION)
-    expect(last_answer(page)).to_contain_text(first_words)
-    expect(last_answer(page)).to_contain_text(BM25_FOOTER)
+    resumed = last_answer(page)
+    expect(resumed).to_contain_text(first_words)
+    expect(resumed).to_contain_text(BM25_FOOTER)
+    # Its cited passage was stored too: [1] still opens the source.
+    close_side_panel(page)
+    resumed.locator("a.element-link", has_text="[1]").click()
+    expect(page.locator("#side-view-title")).to_have_text("[1]")
+    expect(page.locator("#side-view-content")).to_contain_text(first_words)
+    expect(page.locator("aside")).to_be_in_viewport(ratio=1)
     screenshot(page, "history.png")
 
     # The resumed thread continues with the settings it was saved with (bm25, not lexical).
-    ask(page, "How do we roll back a bad release?")
+    ask(page, "Who approves production releases?")
     expect(page.locator('[data-step-type="user_message"]')).to_have_count(2)
     expect(last_answer(page)).to_contain_text(BM25_FOOTER)
     expect(page.get_by_role("button", name=re.compile(r"Retrieve \(bm25\)"))).to_have_count(2)

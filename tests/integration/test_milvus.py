@@ -27,7 +27,7 @@ pytest.importorskip("milvus_lite")
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from rag.config import Config, MilvusConfig, RetrievalConfig, load_config
+from rag.config import BM25Config, Config, MilvusConfig, RetrievalConfig, load_config
 from rag.errors import IndexError_, RetrieverUnavailable
 from rag.index import IndexManager
 from rag.retrieval import make_retriever
@@ -246,14 +246,27 @@ def test_store_milvus_is_one_config_key(tmp_path: Path) -> None:
 
 
 def test_fingerprint_names_the_store_schema_index_and_model(lite_db: str) -> None:
-    fp = MilvusRetriever(milvus_cfg(lite_db, "docs"), "hybrid").fingerprint()
+    cfg = milvus_cfg(lite_db, "docs")
+    fp = MilvusRetriever(cfg, "hybrid").fingerprint()
     assert fp["store"] == "milvus" and fp["collection"] == "docs_hybrid"
     assert fp["schema"] == milvus_module.SCHEMA_VERSION
     assert fp["index_type"] == "HNSW" and fp["hnsw_m"] == "16"
     assert fp["embedding.model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert fp["bm25.k1"] == "1.2" and fp["bm25.stemming"] == "english"
+    assert fp["bm25.k1"] == repr(cfg.retrieval.bm25.k1) and fp["bm25.stemming"] == "english"
     search_only = milvus_cfg(lite_db, "docs", search_ef=128, rrf_k=10)
     assert MilvusRetriever(search_only, "hybrid").fingerprint() == fp  # no rebuild for these
+
+
+def test_bm25_parameters_reach_the_index(lite_db: str) -> None:
+    scores = []
+    for k1 in (0.5, 3.0):
+        settings = MilvusConfig(uri=lite_db, collection=unique_collection())
+        bm25 = BM25Config(k1=k1)
+        cfg = Config(retrieval=RetrievalConfig(store="milvus", milvus=settings, bm25=bm25))
+        retriever = MilvusRetriever(cfg, "bm25")
+        retriever.build(CORPUS)
+        scores.append(retriever.search("rollback script", 1)[0].score)
+    assert scores[0] != pytest.approx(scores[1])
 
 
 def test_bad_collection_name_is_refused_with_the_fix() -> None:
@@ -323,6 +336,16 @@ def test_model_change_rebuilds_the_collection_with_a_message(lite_db: str, tmp_p
     assert any("embedding.model: model-a → model-b" in m for m in messages)
     assert new.last_encoded == len(CORPUS) - 1
     assert _count(new) == len(CORPUS)
+
+
+def test_reset_drops_the_collection_for_a_build_from_scratch(lite_db: str) -> None:
+    encoder = TrigramEncoder()
+    retriever = MilvusRetriever(milvus_cfg(lite_db, unique_collection()), "hybrid", encoder)
+    retriever.build(CORPUS)
+    retriever.reset()
+    assert retriever.search("rollback", 3) == [] and retriever._recorded_fingerprint() is None
+    retriever.build(CORPUS)
+    assert retriever.last_encoded == len(CORPUS) - 1 and _count(retriever) == len(CORPUS)
 
 
 def test_load_detects_a_collection_changed_behind_its_back(lite_db: str, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ THRESHOLDS = {"lexical": 0.2, "bm25": 3.0, "embedding": 0.3, "hybrid": 0.35}
 
 def policy(**overrides: Any) -> SignalPolicy:
     overrides.setdefault("weak_context", THRESHOLDS)
+    overrides.setdefault("min_draft_chars", 120)
     return SignalPolicy.from_config(EscalationConfig(**overrides))
 
 

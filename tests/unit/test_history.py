@@ -20,10 +20,13 @@ from rag.history import (
     db_path,
     decode_thread,
     ensure_schema,
+    file_url,
+    may_read,
     options_from_settings,
     parse_users,
     settings_from_thread,
     sqlite_params,
+    stored_file,
 )
 
 
@@ -250,3 +253,17 @@ def test_resumed_thread_continues_with_its_last_answers_settings() -> None:
         "top_k": 3
     }
     assert settings_from_thread({"steps": None}) == {}
+
+
+def test_element_files_stay_under_their_folder_and_with_their_owner(tmp_path: Path) -> None:
+    root = tmp_path / "history-files"
+    key = "user-1/element-9/[1]"
+    assert stored_file(root, key) == (root / "user-1" / "element-9" / "[1]").resolve()
+    for bad in ("", "../chat.db", "user-1/../../x", "/etc/passwd", "a\x00b", "."):
+        with pytest.raises(ValueError, match="not a stored file key"):
+            stored_file(root, bad)
+    assert may_read(key, "user-1")
+    assert not may_read(key, "user-2")
+    assert may_read(key, None)  # sign-in off: no owners to tell apart
+    assert file_url(key) == "/history/files/user-1/element-9/%5B1%5D"
+    assert file_url(key, "/docs") == "/docs/history/files/user-1/element-9/%5B1%5D"
