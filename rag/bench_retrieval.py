@@ -144,7 +144,9 @@ def make_bench_retriever(name: str, cfg: Config) -> tuple[Retriever, RandomFillE
     if name not in RETRIEVERS:
         raise ConfigError(f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}")
     if name not in ("embedding", "hybrid"):
-        return RETRIEVERS[name](cfg), None
+        from rag.retrieval import make_retriever
+
+        return make_retriever(name, cfg), None
     from rag.retrieval.bm25 import BM25Retriever
     from rag.retrieval.embedding import EmbeddingRetriever
     from rag.retrieval.encoder import load_encoder
@@ -153,6 +155,10 @@ def make_bench_retriever(name: str, cfg: Config) -> tuple[Retriever, RandomFillE
     if cfg.retrieval.rerank and name == "hybrid":
         HybridRetriever.from_config(cfg)  # refuses the rerank seam, as everywhere else
     encoder = RandomFillEncoder(load_encoder(cfg))
+    if cfg.retrieval.store == "milvus":
+        from rag.retrieval.milvus import MilvusRetriever
+
+        return MilvusRetriever(cfg, "embedding" if name == "embedding" else "hybrid", encoder=encoder), encoder
     dense = EmbeddingRetriever(cfg, encoder=encoder)
     if name == "embedding":
         return dense, encoder

@@ -151,6 +151,10 @@ class IndexManager:
                 name, "loaded", len(chunks), len(hashes), 0.0, "index is up to date"
             )
         retriever = make_retriever(name, self.cfg)
+        if force and hasattr(retriever, "reset"):
+            retriever.reset()  # a remote store (Milvus) keeps its rows unless told to drop them
+        if hasattr(retriever, "progress"):
+            retriever.progress = self.progress
         fingerprint = retriever.fingerprint()
         self.root.mkdir(parents=True, exist_ok=True)
         state = self._read(name)

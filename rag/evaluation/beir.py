@@ -104,9 +104,11 @@ def registry_factory(name: str, cfg: Config) -> Retriever:
     """A fresh retriever from rag.retrieval.RETRIEVERS; unknown names list the choices."""
     from rag.retrieval import RETRIEVERS
 
+    from rag.retrieval import make_retriever
+
     if name not in RETRIEVERS:
         raise ConfigError(f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}, all")
-    return RETRIEVERS[name](cfg)
+    return make_retriever(name, cfg)  # honours retrieval.store (local or milvus)
 
 
 def resolve_names(names: Sequence[str]) -> list[str]:
@@ -180,7 +182,8 @@ def eval_retrieval(
     built: dict[str, tuple[Retriever, float]] = {}
     rows: list[dict[str, Any]] = []
     for name in resolve_names(names) if build_factory is None else names:
-        if build_factory is None and name == "hybrid" and {"bm25", "embedding"} <= set(built):
+        local = cfg.retrieval.store == "local"
+        if build_factory is None and local and name == "hybrid" and {"bm25", "embedding"} <= set(built):
             from rag.retrieval.hybrid import HybridRetriever
 
             if cfg.retrieval.rerank:

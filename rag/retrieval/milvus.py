@@ -26,9 +26,10 @@ protocol promises. Each search asks Milvus for more than k so ties at the cut ar
 
 The collection records the retriever's fingerprint in a property; a build that finds another
 fingerprint (schema version, model, analysis, index parameters) drops the collection and
-rebuilds it, saying why. Pitfalls: milvus-lite computes BM25 IDF per segment (rows added by an
-incremental update score against their own small segment until a full rebuild), and it is
-pure Python, so keep its collections to about 10k chunks; use Milvus standalone beyond that.
+rebuilds it, saying why; ``reset()`` drops it on request. Pitfalls: milvus-lite computes BM25
+IDF per segment (rows added by an incremental update score against their own small segment
+until a rebuild from scratch), and it is pure Python, so keep its collections to about 10k
+chunks; use Milvus standalone beyond that.
 """
 
 from __future__ import annotations
@@ -221,11 +222,13 @@ class MilvusRetriever:
         self.last_encoded: int | None = None if mode == "bm25" else 0
 
     @property
-    def sparse(self) -> bool:
+    def has_terms(self) -> bool:
+        """Whether the collection has the BM25 fields (bm25, hybrid)."""
         return self.mode != "embedding"
 
     @property
-    def dense(self) -> bool:
+    def has_vectors(self) -> bool:
+        """Whether the collection has the dense vector field (embedding, hybrid)."""
         return self.mode != "bm25"
 
     @property
@@ -296,7 +299,7 @@ class MilvusRetriever:
         schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_VARCHAR)
         schema.add_field("text_hash", DataType.VARCHAR, max_length=64)
         index = client.prepare_index_params()
-        if self.sparse:
+        if self.has_terms:
             schema.add_field(
                 "terms",
                 DataType.VARCHAR,
@@ -320,7 +323,7 @@ class MilvusRetriever:
                 metric_type="BM25",
                 params=_both_forms({"bm25_k1": bm25.k1, "bm25_b": bm25.b}),
             )
-        if self.dense:
+        if self.has_vectors:
             schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self._dim())
             params: dict[str, Any] = {}
             if self.settings.index_type == "HNSW":
@@ -443,7 +446,7 @@ class MilvusRetriever:
         ) as bar:
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
-                if self.dense:
+                if self.has_vectors:
                     encoded += self._encode_missing(batch, vectors)
                 self._upsert([self._row(c, hash_of[c.id], vectors) for c in batch])
                 bar.update(len(batch))
@@ -452,7 +455,7 @@ class MilvusRetriever:
             self._call("flush", lambda c: c.flush(self.collection, timeout=timeout))
         self._by_pk = by_pk
         self._hash_of = hash_of
-        if self.dense:
+        if self.has_vectors:
             self.last_encoded = encoded
 
     def _delete(self, pks: list[str]) -> None:
@@ -481,10 +484,10 @@ class MilvusRetriever:
             "doc_id": _fit(chunk.doc_id),
             "text_hash": text_hash,
         }
-        if self.sparse:
+        if self.has_terms:
             text = f"{chunk.title}\n{chunk.heading}\n{chunk.text}"
             row["terms"] = _fit(" ".join(self._analyzer.analyze(text)))
-        if self.dense:
+        if self.has_vectors:
             row["dense"] = vectors[text_hash]
         return row
 
@@ -496,6 +499,14 @@ class MilvusRetriever:
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """``search`` for each query, sending them to Milvus in blocks of QUERY_BLOCK."""
+        return self._search_many(queries, k, self.mode)
+
+    @property
+    def sparse(self) -> MilvusBM25Side | None:
+        """Hybrid's BM25 side (same collection), as the local HybridRetriever has; else None."""
+        return MilvusBM25Side(self) if self.mode == "hybrid" else None
+
+    def _search_many(self, queries: Sequence[str], k: int, kind: Mode) -> list[list[Hit]]:
         check_k(k)
         results: list[list[Hit]] = [[] for _ in queries]
         if not self._by_pk:
@@ -504,9 +515,10 @@ class MilvusRetriever:
         plans: dict[tuple[bool, bool], list[int]] = {}
         terms: list[str] = []
         for i, query in enumerate(queries):
-            words = " ".join(self._analyzer.analyze(query)) if self.sparse and query.strip() else ""
+            lexical = kind != "embedding" and bool(query.strip())
+            words = " ".join(self._analyzer.analyze(query)) if lexical else ""
             terms.append(words)
-            shape = (bool(words), self.dense and has_content(query))
+            shape = (bool(words), kind != "bm25" and has_content(query))
             if any(shape):
                 plans.setdefault(shape, []).append(i)
         for (use_sparse, use_dense), members in plans.items():
@@ -521,8 +533,9 @@ class MilvusRetriever:
                     if use_dense
                     else []
                 )
-                for i, raw in zip(block, self._search(texts, vectors, fetch), strict=True):
-                    results[i] = self._hits(raw, k)
+                found = self._search(kind, texts, vectors, fetch)
+                for i, raw in zip(block, found, strict=True):
+                    results[i] = self._hits(raw, k, positive=kind == "bm25")
         return results
 
     def _dense_params(self, limit: int) -> dict[str, Any]:
@@ -532,17 +545,17 @@ class MilvusRetriever:
         return params
 
     def _search(
-        self, texts: list[str], vectors: list[list[float]], fetch: int
+        self, kind: Mode, texts: list[str], vectors: list[list[float]], fetch: int
     ) -> list[list[tuple[str, float]]]:
-        """(pk, score) per query; BM25 scores are made positive (milvus-lite returns -score)."""
+        """(pk, score) per query: BM25 on the local index's scale, cosine, or the RRF score."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
         name, timeout = self.collection, self.settings.timeout_s
-        if self.mode == "hybrid":
+        bm25 = {"metric_type": "BM25"}
+        if kind == "hybrid":
             pool = min(MAX_TOPK, max(fetch, self.cfg.retrieval.hybrid.candidates))
             reqs = []
             if texts:
-                bm25 = {"metric_type": "BM25"}
                 reqs.append(
                     AnnSearchRequest(data=texts, anns_field="sparse", param=bm25, limit=pool)
                 )
@@ -558,44 +571,32 @@ class MilvusRetriever:
                     name, reqs, ranker, limit=fetch, output_fields=["id"], timeout=timeout
                 ),
             )
-        elif self.mode == "bm25":
-            raw = self._call(
-                "search",
-                lambda c: c.search(
-                    name,
-                    data=texts,
-                    anns_field="sparse",
-                    limit=fetch,
-                    search_params={"metric_type": "BM25"},
-                    output_fields=["id"],
-                    timeout=timeout,
-                ),
-            )
         else:
+            field, data = ("sparse", texts) if kind == "bm25" else ("dense", vectors)
+            params = bm25 if kind == "bm25" else self._dense_params(fetch)
             raw = self._call(
                 "search",
                 lambda c: c.search(
                     name,
-                    data=vectors,
-                    anns_field="dense",
+                    data=data,
+                    anns_field=field,
                     limit=fetch,
-                    search_params=self._dense_params(fetch),
+                    search_params=params,
                     output_fields=["id"],
                     timeout=timeout,
                 ),
             )
-        bm25_only = self.mode == "bm25"
-        return [
-            [
-                (str(h["id"]), abs(float(h["distance"])) if bm25_only else float(h["distance"]))
-                for h in hits
-            ]
-            for hits in raw
-        ]
+        if kind != "bm25":
+            return [[(str(h["id"]), float(h["distance"])) for h in hits] for hits in raw]
+        # Milvus scores BM25 with the classic (k1 + 1) numerator (milvus-lite returns it
+        # negated); bm25s, like Lucene since 8.0, leaves that constant out. Dividing it out puts
+        # both stores on one scale, so escalation.weak_context.bm25 holds for either.
+        scale = self.cfg.retrieval.bm25.k1 + 1.0
+        return [[(str(h["id"]), abs(float(h["distance"])) / scale) for h in hits] for hits in raw]
 
-    def _hits(self, raw: Sequence[tuple[str, float]], k: int) -> list[Hit]:
+    def _hits(self, raw: Sequence[tuple[str, float]], k: int, *, positive: bool) -> list[Hit]:
         found = [(self._by_pk[pk], score) for pk, score in raw if pk in self._by_pk]
-        if self.mode == "bm25":
+        if positive:
             found = [(c, s) for c, s in found if s > 0]
         found.sort(key=lambda cs: (-cs[1], cs[0].id))
         # Chunks with the same text score the same on both sides; Milvus orders such ties by
@@ -665,7 +666,7 @@ class MilvusRetriever:
             )
         self._by_pk = {chunk_pk(c.id): c for c in chunks}
         self._hash_of = hash_of
-        if self.dense:
+        if self.has_vectors:
             self.last_encoded = 0
 
     def fingerprint(self) -> dict[str, str]:
@@ -677,10 +678,10 @@ class MilvusRetriever:
             "retriever": self.mode,
             "collection": self.collection,
         }
-        if self.sparse:
+        if self.has_terms:
             bm25 = self._analyzer.fingerprint()
             fp.update({f"bm25.{k}": v for k, v in bm25.items() if k not in ("retriever", "method")})
-        if self.dense:
+        if self.has_vectors:
             fp["index_type"] = s.index_type
             fp["metric"] = "IP"
             if s.index_type == "HNSW":
@@ -692,6 +693,19 @@ class MilvusRetriever:
     def _embedding_fingerprint(self) -> dict[str, str]:
         encoder = self._encoder if self._given_encoder else None
         return EmbeddingRetriever(self.cfg, encoder).fingerprint()
+
+
+class MilvusBM25Side:
+    """BM25 alone on a hybrid collection's sparse field: what hybrid is judged on for weak context."""
+
+    name = "bm25"
+
+    def __init__(self, owner: MilvusRetriever) -> None:
+        self._owner = owner
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        """At most k BM25 hits, best first, scored as the bm25 retriever scores them."""
+        return self._owner._search_many([query], k, "bm25")[0]
 
 
 def _diff(found: str | None, wanted: dict[str, str]) -> str:
@@ -721,4 +735,12 @@ def milvus_retriever(name: str, cfg: Config) -> MilvusRetriever:
     return MilvusRetriever(cfg, cast(Mode, name))
 
 
-__all__ = ["MODES", "MilvusRetriever", "chunk_pk", "display_uri", "milvus_retriever", "release"]
+__all__ = [
+    "MODES",
+    "MilvusBM25Side",
+    "MilvusRetriever",
+    "chunk_pk",
+    "display_uri",
+    "milvus_retriever",
+    "release",
+]

@@ -27,6 +27,7 @@ from playwright.sync_api import (
     Browser,
     Locator,
     Page,
+    Playwright,
     Route,
     ViewportSize,
     expect,
@@ -160,6 +161,9 @@ def run_chainlit(
         "RAG__CORPUS__PATH": str(corpus),
         "RAG__CORPUS__UPLOADS_DIR": str(corpus / "uploads"),
         "RAG__RETRIEVAL__RETRIEVER": retriever,
+        # The fake's one-sentence drafts count as short whatever rag.yaml's tuning says, so the
+        # Cascade profile escalates and the answer streams (test_browser.py relies on both).
+        "RAG__ESCALATION__MIN_DRAFT_CHARS": "120",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
@@ -223,15 +227,64 @@ def app_url_models_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         yield url
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, launched once per session (never `playwright install`)."""
+class _SharedBrowser:
+    """One Chromium for a run of consecutive browser tests, stopped as soon as the run ends.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread while it is started,
+    and every `asyncio.run()` in a later test (unit, integration, load tests) then fails with
+    "cannot be called from a running event loop". So it is not a session fixture: the teardown
+    hook below stops it when the next test needs no browser, and it starts again on demand.
+    """
+
+    def __init__(self) -> None:
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+
+    def get(self) -> Browser:
+        if self._browser is None or not self._browser.is_connected():
+            self.close()
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
+        return self._browser
+
+    def close(self) -> None:
+        browser, playwright = self._browser, self._playwright
+        self._browser = self._playwright = None
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                browser.close()
+        if playwright is not None:
+            with contextlib.suppress(Exception):
+                playwright.stop()
+
+
+_SHARED_BROWSER = _SharedBrowser()
+
+
+@pytest.fixture
+def browser() -> Browser:
+    """Debian's Chromium (never `playwright install`), shared by consecutive browser tests."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found; install it with `make system-deps` (apt chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    return _SHARED_BROWSER.get()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
+    """After the fixtures' teardown: stop Chromium unless the next test uses it too."""
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
+            _SHARED_BROWSER.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _SHARED_BROWSER.close()
 
 
 @dataclass

@@ -33,6 +33,7 @@ from rag.index import IndexManager
 from rag.retrieval import make_retriever
 from rag.retrieval import milvus as milvus_module
 from rag.retrieval.base import Retriever
+from rag.retrieval.bm25 import BM25Retriever
 from rag.retrieval.encoder import Encoder
 from rag.retrieval.milvus import MilvusRetriever, Mode, display_uri, release
 from tests.fake_openai import free_port
@@ -267,6 +268,27 @@ def test_bm25_parameters_reach_the_index(lite_db: str) -> None:
         retriever.build(CORPUS)
         scores.append(retriever.search("rollback script", 1)[0].score)
     assert scores[0] != pytest.approx(scores[1])
+
+
+@pytest.mark.parametrize("mode", ["bm25", "hybrid"])
+def test_bm25_scores_are_on_the_local_scale(lite_db: str, mode: Mode) -> None:
+    """Same terms, same statistics: Milvus BM25 scores match bm25s's, so one weak_context fits."""
+    cfg = milvus_cfg(lite_db, unique_collection())
+    retriever = MilvusRetriever(cfg, mode, encoder=TrigramEncoder())
+    retriever.build(CORPUS)
+    bm25 = retriever if mode == "bm25" else retriever.sparse
+    assert bm25 is not None and bm25.name == "bm25"
+    local = BM25Retriever(cfg.retrieval.bm25)
+    local.build(CORPUS)
+    for query in ("roll back a failed deployment", "rotate api keys", "canary release traffic"):
+        ours, theirs = bm25.search(query, 3), local.search(query, 3)
+        assert [h.chunk.id for h in ours] == [h.chunk.id for h in theirs]
+        assert [h.score for h in ours] == pytest.approx([h.score for h in theirs], rel=1e-4)
+
+
+def test_only_hybrid_has_a_bm25_side(lite_db: str) -> None:
+    assert MilvusRetriever(milvus_cfg(lite_db, "docs"), "bm25").sparse is None
+    assert MilvusRetriever(milvus_cfg(lite_db, "docs"), "embedding").sparse is None
 
 
 def test_bad_collection_name_is_refused_with_the_fix() -> None:
