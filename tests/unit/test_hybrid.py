@@ -129,7 +129,7 @@ def test_reuse_without_a_dense_reuse_is_zero(tmp_path: Path) -> None:
 def test_fingerprint_merges_both_sides() -> None:
     fp = hybrid().fingerprint()
     assert fp["retriever"] == "hybrid"
-    assert fp["bm25.k1"] == "1.2"
+    assert fp["bm25.k1"] == "1.5"
     assert fp["embedding.vectors"] == "hashed-trigram-512"
 
 
