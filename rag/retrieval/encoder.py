@@ -94,6 +94,9 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
             options.intra_op_num_threads = threads
+        # Idle worker threads otherwise keep spinning after a query is encoded and fight numpy's
+        # matrix product for the cores (100k-chunk search: 55 ms -> 15 ms per query here).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(self.model_file), sess_options=options, providers=["CPUExecutionProvider"]
         )
