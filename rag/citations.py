@@ -11,6 +11,7 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from rag.text import STOPWORDS  # one English stopword list for the whole package
 from rag.types import Citation, Source
 
 # A marker is "[" n ("," n)* "]" with n a number from 1 without leading zeros; "[10.2]",
@@ -20,20 +21,6 @@ _MARKER = re.compile(r"([ \t]*)\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 # Decimal numbers stay whole ("2.5", "1,000"); words keep inner apostrophes ("don't").
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
-
-_STOPWORD_TEXT = """
-    a about above after again against all also am an and any are aren't as at be because been
-    before being below between both but by can can't cannot could couldn't did didn't do does
-    doesn't doing don't down during each either etc few for from further had hadn't has hasn't
-    have haven't having he her here hers herself him himself his how however i i'm if in into is
-    isn't it it's its itself just let's may me might more most must mustn't my myself no nor not
-    now of off on once only or other ought our ours ourselves out over own per same shall shan't
-    she should shouldn't so some such than that that's the their theirs them themselves then there
-    there's these they this those through thus to too under until up upon us very via was wasn't
-    we were weren't what what's when where which while who whom why will with won't would
-    wouldn't yes yet you your yours yourself yourselves
-"""
-STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
 
 
 def find_markers(text: str) -> list[int]:

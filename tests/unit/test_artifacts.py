@@ -235,19 +235,20 @@ def test_smollm2_is_used_in_place_and_verified(tmp_path: Path) -> None:
         assert f.read(4) == b"GGUF"
 
 
+REPO_DATA_DIR = Path(__file__).resolve().parents[2] / ".rag"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not all(_installed(p.package) for p in QWEN_05B.parts),
-    reason="Qwen 0.5B part packages are not installed (make install)",
+    not (models_dir(REPO_DATA_DIR) / QWEN_05B.filename).exists(),
+    reason="the 0.5B GGUF is not built in .rag (rag models build)",
 )
-def test_real_qwen_05b_joins_to_the_pinned_checksum(tmp_path: Path) -> None:
-    result = build_gguf(QWEN_05B, models_dir(tmp_path), progress=lambda _m: None)
-    assert result["status"] == "built"
-    path = gguf_path("qwen2.5-coder-0.5b-instruct", tmp_path)
+def test_real_qwen_05b_has_the_pinned_checksum() -> None:
+    path = gguf_path("qwen2.5-coder-0.5b-instruct", REPO_DATA_DIR)
     assert path.stat().st_size == 491_400_064
-    assert sha256_file(path) == QWEN_05B.sha256
+    assert sha256_file(path) == QWEN_05B.sha256  # the full hash, not the stamp
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
-    assert build_gguf(QWEN_05B, models_dir(tmp_path), progress=lambda _m: None)["status"] == (
-        "up to date"
-    )
+    if all(_installed(p.package) for p in QWEN_05B.parts):
+        result = build_gguf(QWEN_05B, models_dir(REPO_DATA_DIR), progress=lambda _m: None)
+        assert result["status"] == "up to date"
