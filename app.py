@@ -278,11 +278,20 @@ async def on_chat_start() -> None:
     cl.user_session.set("opts", AskOptions(mode=mode))  # type: ignore[arg-type]
     cl.user_session.set("stats", SessionStats())
     name = CFG.retrieval.retriever
+    if name in ASSISTANT.index.open_names():
+        await cl.Message(content=WELCOME).send()
+        return
+    # First chat of this process: say that the index is being opened (a first build can take a
+    # while), then turn the same message into the welcome with what the index did.
+    welcome = cl.Message(content=f"⏳ Opening the {name} index of `{CFG.corpus.path}`…")
+    await welcome.send()
     try:
-        await cl.make_async(ASSISTANT.index.get)(name)
+        _, status = await cl.make_async(ASSISTANT.index.open)(name)
+        line = f"ℹ️ {status.message} ({status.seconds:.1f} s)."
     except RagError as exc:
-        await cl.Message(content=f"⚠️ The {name} index could not be opened: {exc}").send()
-    await cl.Message(content=WELCOME).send()
+        line = f"⚠️ The {name} index could not be opened: {exc}"
+    welcome.content = f"{WELCOME}\n\n{line}"
+    await welcome.update()
 
 
 @cl.on_chat_resume

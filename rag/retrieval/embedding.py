@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -95,7 +96,16 @@ class EmbeddingRetriever:
         todo = sorted(t for key, t in texts.items() if key not in self._cache)
         vectors = dict(self._cache)
         if todo:
-            vectors.update(zip(map(text_key, todo), self.encoder.encode(todo), strict=True))
+            from tqdm import tqdm  # a progress bar on a terminal; silent in logs and tests
+
+            step = 64
+            with tqdm(
+                total=len(todo), desc="embedding", unit="chunk", file=sys.stderr, disable=None
+            ) as bar:
+                for start in range(0, len(todo), step):
+                    part = todo[start : start + step]
+                    vectors.update(zip(map(text_key, part), self.encoder.encode(part), strict=True))
+                    bar.update(len(part))
         self._install(chunks, vectors)
         self.last_encoded = len(todo)
 

@@ -186,3 +186,37 @@ def test_wrong_password_is_refused(page: Page, auth_app_url: str) -> None:
     expect(page.locator("#chat-input")).to_have_count(0)
     expect(page.get_by_role("button", name="Sign In")).to_be_visible()
     expect(page.locator("body")).to_contain_text(re.compile(r"credentials|sign ?in|password", re.I))
+
+
+OSPREY_DOC = (
+    "# Project Osprey\n\n"
+    "Project Osprey ships on 3 March to every customer region.\n\n"
+    "<script>window.__pwned = 1</script>\n\n"
+    '<img src="x" onerror="window.__pwned = 2">\n\n'
+    "The Osprey rollout is owned by the platform team.\n"
+)
+
+
+def test_document_html_is_rendered_as_text_never_run(page: Page, app_url: str) -> None:
+    open_chat(page, app_url)
+    page.locator("#upload-button-input").set_input_files(
+        files=[{"name": "osprey.md", "mimeType": "text/markdown", "buffer": OSPREY_DOC.encode()}]
+    )
+    page.locator("#chat-submit").click()
+    added = page.locator('[data-step-type="assistant_message"]', has_text="Added osprey.md")
+    expect(added).to_contain_text(re.compile(r"\d+ chunks? indexed"))
+    ask(page, "When does Project Osprey ship?")
+    answer = last_answer(page)
+    expect(answer).to_contain_text(ANY_FOOTER)
+    close_side_panel(page)
+    answer.locator("a.element-link", has_text="[1]").click()
+    side = page.locator("#side-view-content")
+    expect(side).to_contain_text("uploads/osprey.md")
+    expect(side).to_contain_text("Project Osprey ships on 3 March")
+    # The passage's HTML is shown as text and never becomes DOM: no script or img, nothing ran.
+    expect(side).to_contain_text("<script>window.__pwned = 1</script>")
+    assert side.locator("script").count() == 0
+    assert side.locator('img[src="x"]').count() == 0
+    assert page.evaluate("window.__pwned") is None
+    screenshot(page, "html_as_text.png")
+    assert_no_traceback(page)
