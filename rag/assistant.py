@@ -120,9 +120,7 @@ class Assistant:
 
     # ---- retrieval ----
 
-    def retrieve(
-        self, question: str, name: str, k: int
-    ) -> tuple[str, list[Hit], float, list[str]]:
+    def retrieve(self, question: str, name: str, k: int) -> tuple[str, list[Hit], float, list[str]]:
         """Search with ``name``; if it cannot run, fall back to bm25 then lexical, saying why."""
         notes: list[str] = []
         for candidate in (name, *[n for n in FALLBACK_ORDER if n != name]):

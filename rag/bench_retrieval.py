@@ -158,7 +158,9 @@ def make_bench_retriever(name: str, cfg: Config) -> tuple[Retriever, RandomFillE
     if cfg.retrieval.store == "milvus":
         from rag.retrieval.milvus import MilvusRetriever
 
-        return MilvusRetriever(cfg, "embedding" if name == "embedding" else "hybrid", encoder=encoder), encoder
+        return MilvusRetriever(
+            cfg, "embedding" if name == "embedding" else "hybrid", encoder=encoder
+        ), encoder
     dense = EmbeddingRetriever(cfg, encoder=encoder)
     if name == "embedding":
         return dense, encoder

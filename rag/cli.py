@@ -162,7 +162,11 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
     if done is None:
         return 1
     if args.json:
-        print(json.dumps({**done_to_json(done, args.question), "notices": notices}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {**done_to_json(done, args.question), "notices": notices}, ensure_ascii=False
+            )
+        )
     del streaming_stage
     return 1 if done.model == "retrieval-only" else 0
 
@@ -471,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_retrieval)
 
-    s = ev.add_parser("answers", help="contains-gold, F1, abstention, escalation, latency, cost per mode")
+    s = ev.add_parser(
+        "answers", help="contains-gold, F1, abstention, escalation, latency, cost per mode"
+    )
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--mode", default="all", choices=[*get_args(Mode)[:3], "all"])
     s.add_argument("--strategy", choices=list(get_args(Strategy)))

@@ -45,7 +45,11 @@ async def compare_models(
             for prompt in prompts:
                 rec = CallRecord(model=model.name)
                 async for _ in model.stream(
-                    [{"role": "user", "content": prompt}], rec, max_tokens=max_tokens, temperature=0.0, seed=r
+                    [{"role": "user", "content": prompt}],
+                    rec,
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    seed=r,
                 ):
                     pass
                 records.append(rec)
@@ -60,7 +64,9 @@ async def compare_models(
                 "latency_p95_ms": round(_p95(totals), 1),
                 "ttft_mean_ms": round(statistics.fmean(r.ttft_ms for r in records), 1),
                 "tokens_per_s": round(statistics.fmean(r.usage().tokens_per_s for r in records), 1),
-                "completion_tokens_mean": round(statistics.fmean(r.completion_tokens for r in records), 1),
+                "completion_tokens_mean": round(
+                    statistics.fmean(r.completion_tokens for r in records), 1
+                ),
                 "sample": records[0].text[:200],
             }
         )

@@ -42,7 +42,9 @@ def main() -> int:
             fixes = ", ".join(vuln.get("fix_versions") or []) or "none"
             flag = "FAIL" if fatal else "note"
             print(f"audit {flag}: {dep['name']} {dep['version']} {vuln['id']} (fixed in: {fixes})")
-    print(f"audit: {len(deps)} packages, {found} known vulnerabilities, {failing} in imported packages with a fix")
+    print(
+        f"audit: {len(deps)} packages, {found} known vulnerabilities, {failing} in imported packages with a fix"
+    )
     return 1 if failing else 0
 
 

@@ -102,9 +102,7 @@ def load_beir(data_dir: Path, split: str = "test") -> tuple[list[Chunk], dict[st
 
 def registry_factory(name: str, cfg: Config) -> Retriever:
     """A fresh retriever from rag.retrieval.RETRIEVERS; unknown names list the choices."""
-    from rag.retrieval import RETRIEVERS
-
-    from rag.retrieval import make_retriever
+    from rag.retrieval import RETRIEVERS, make_retriever
 
     if name not in RETRIEVERS:
         raise ConfigError(f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}, all")
@@ -183,7 +181,12 @@ def eval_retrieval(
     rows: list[dict[str, Any]] = []
     for name in resolve_names(names) if build_factory is None else names:
         local = cfg.retrieval.store == "local"
-        if build_factory is None and local and name == "hybrid" and {"bm25", "embedding"} <= set(built):
+        if (
+            build_factory is None
+            and local
+            and name == "hybrid"
+            and {"bm25", "embedding"} <= set(built)
+        ):
             from rag.retrieval.hybrid import HybridRetriever
 
             if cfg.retrieval.rerank:

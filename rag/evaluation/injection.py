@@ -40,7 +40,7 @@ def planted_sources(hits: Sequence[Hit], position: int = 1) -> list[Source]:
         id="planted.md##0", doc_id="planted.md", path="planted.md", title="Notice",
         heading="", text=PAYLOAD, ordinal=0,
     )  # fmt: skip
-    ranked = list(hits[: position - 1]) + [Hit(evil, 1.0, position)] + list(hits[position - 1 :])
+    ranked = [*hits[: position - 1], Hit(evil, 1.0, position), *hits[position - 1 :]]
     return [Source(n=i, hit=replace(h, rank=i)) for i, h in enumerate(ranked, 1)]
 
 

@@ -94,7 +94,9 @@ def test_killing_the_server_mid_answer_keeps_the_partial_text(tmp_path: Path) ->
     async def run() -> ModelError:
         with serve([spec], tmp_path / "logs", progress=lambda _m: None):
             pids = subprocess.run(
-                ["pgrep", "-f", f"llama_cpp.server.*port {spec.port}"], capture_output=True, text=True
+                ["pgrep", "-f", f"llama_cpp.server.*port {spec.port}"],
+                capture_output=True,
+                text=True,
             ).stdout.split()
             try:
                 async for _piece in model.stream(messages, record):

@@ -53,7 +53,9 @@ def test_env_override_with_bad_mode_lists_choices() -> None:
 
 def test_overlap_must_be_below_chunk_size() -> None:
     with pytest.raises(ConfigError, match="overlap_words"):
-        load_config(None, environ={"RAG__CORPUS__OVERLAP_WORDS": "500", "RAG__CORPUS__CHUNK_WORDS": "100"})
+        load_config(
+            None, environ={"RAG__CORPUS__OVERLAP_WORDS": "500", "RAG__CORPUS__CHUNK_WORDS": "100"}
+        )
 
 
 def test_provider_urls_and_foundry_endpoint_override() -> None:

@@ -12,7 +12,12 @@ def test_markdown_sections_follow_heading_path() -> None:
     doc = parse_document("guide.md", raw)
     assert doc.title == "Guide"
     heads = [s.headings for s in doc.sections]
-    assert heads == [("Guide",), ("Guide", "Setup"), ("Guide", "Setup", "Keys"), ("Guide", "Rollback")]
+    assert heads == [
+        ("Guide",),
+        ("Guide", "Setup"),
+        ("Guide", "Setup", "Keys"),
+        ("Guide", "Rollback"),
+    ]
 
 
 def test_headings_inside_code_fences_are_text() -> None:
@@ -98,5 +103,5 @@ def test_load_documents_skips_bad_files_with_reasons(tmp_path: Path) -> None:
 
 
 def test_missing_corpus_folder_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match="does not exist.*corpus.path"):
+    with pytest.raises(CorpusError, match=r"does not exist.*corpus\.path"):
         load_documents(CorpusConfig(path=tmp_path / "nope"))

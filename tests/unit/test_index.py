@@ -129,7 +129,10 @@ def test_second_writer_waits_then_gives_up_with_a_message(cfg: Config) -> None:
     try:
         assert ready.wait(10)
         messages: list[str] = []
-        with pytest.raises(IndexError_, match="stayed locked"), IndexManager(cfg, messages.append).lock(wait_s=0.5):
+        with (
+            pytest.raises(IndexError_, match="stayed locked"),
+            IndexManager(cfg, messages.append).lock(wait_s=0.5),
+        ):
             pass
         assert any("waiting" in msg for msg in messages)
     finally:

@@ -22,7 +22,7 @@ def test_default_bind_is_loopback() -> None:
 
 
 def test_other_addresses_need_authentication() -> None:
-    with pytest.raises(ConfigError, match="without authentication.*CHAINLIT_AUTH_SECRET"):
+    with pytest.raises(ConfigError, match=r"without authentication.*CHAINLIT_AUTH_SECRET"):
         check_bind("0.0.0.0", environ={})
     check_bind("0.0.0.0", environ={"CHAINLIT_AUTH_SECRET": "s", "RAG_USERS": "a:b"})
     check_bind("127.0.0.1", environ={})
