@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -140,6 +141,9 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
+    # Opening the index is start-up, not per-question work: keep it out of prep_ms.
+    with contextlib.suppress(RagError):
+        assistant.index.get(args.retriever or cfg.retrieval.retriever)
     out = sys.stdout
     streaming_stage = ""
     done: Done | None = None
