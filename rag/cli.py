@@ -141,7 +141,9 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
-    # Opening the index is start-up, not per-question work: keep it out of prep_ms.
+    # Bad input is refused before anything else happens; opening the index is start-up, not
+    # per-question work, so it is kept out of prep_ms.
+    assistant.check_question(args.question)
     with contextlib.suppress(RagError):
         assistant.index.get(args.retriever or cfg.retrieval.retriever)
     out = sys.stdout

@@ -155,7 +155,7 @@ class EscalationConfig(_Model):
     # weak context: top score below this, per retriever (scores are not comparable)
     weak_context: dict[str, float] = {
         "lexical": 0.2,
-        "bm25": 5.05,
+        "bm25": 4.54,
         "embedding": 0.51,
         "hybrid": 0.0,
     }
@@ -163,6 +163,7 @@ class EscalationConfig(_Model):
     min_margin: dict[str, float] = {"lexical": 0.0, "bm25": 0.0, "embedding": 0.0, "hybrid": 0.0}
     on_weak_context: Literal["abstain", "escalate"] = "abstain"
     min_support: float = Field(0.5, ge=0, le=1)
+    marker_first: bool = True  # escalate drafts that start with "[n]" instead of an answer
     evasive_patterns: tuple[str, ...] = (
         r"\b(cannot|can't|can not|unable to) (answer|find|determine)",
         r"\bnot (mentioned|provided|specified|included|covered|stated)\b",

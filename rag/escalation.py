@@ -174,6 +174,12 @@ class SignalPolicy:
             )
         if citation_only:
             parts["citation_only"] = f'draft is nothing but "{draft.strip()}" (citation-only draft)'
+        elif cfg.marker_first and _MARKER_FIRST.match(draft):
+            # The prompt asks for the sentence, then its citation; small models that lead with
+            # "[1]" are pasting source fragments rather than answering.
+            parts["marker_first"] = (
+                "draft starts with a citation instead of an answer (misformatted draft)"
+            )
         if support < cfg.min_support:
             where = "cited" if cited else "retrieved"
             shown, limit = _fmt_pair(support, cfg.min_support)
@@ -283,6 +289,9 @@ def build_policy(cfg: EscalationConfig) -> EscalationPolicy:
             f"escalation.policy {cfg.policy!r} is unknown; choose from {', '.join(POLICIES)}"
         ) from None
     return factory(cfg)
+
+
+_MARKER_FIRST = re.compile(r"^\s*\[\d+(?:\s*,\s*\d+)*\]")
 
 
 def suggest_threshold(

@@ -8,6 +8,7 @@ is_impossible}); the documents are the configured corpus. Runs are deterministic
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -172,11 +173,19 @@ def calibrate(
             top = hits[0].score if hits else 0.0
             (impossible if item.impossible else answerable).append(top)
         threshold, accuracy = suggest_threshold(answerable, impossible)
+        # The lowest threshold that still abstains on >= 80% of unanswerable questions: false
+        # abstentions cost answers, so go no higher than the abstention target needs.
+        ranked = sorted(impossible)
+        at_target = ranked[math.ceil(0.8 * len(ranked)) - 1] + 1e-6 if ranked else threshold
         rows.append(
             {
                 "retriever": name,
                 "suggested_weak_context": round(threshold, 4),
                 "balanced_accuracy": round(accuracy, 4),
+                "for_80pct_abstention": round(at_target, 4),
+                "answerable_kept_at_that": round(
+                    sum(a >= at_target for a in answerable) / len(answerable), 4
+                ),
                 "current": assistant.cfg.escalation.weak_context.get(name),
                 "answerable_median": round(statistics.median(answerable), 4),
                 "impossible_median": round(statistics.median(impossible), 4),
