@@ -100,6 +100,9 @@ def serve(
                 "--model", str(spec.gguf), "--model_alias", spec.alias,
                 "--host", "127.0.0.1", "--port", str(spec.port),
                 "--n_ctx", str(spec.n_ctx), "--n_threads", str(spec.n_threads),
+                # By default a new request cuts the stream in flight: with two chat users the
+                # first answer would break off. Queue them instead.
+                "--interrupt_requests", "False",
             ]  # fmt: skip
             progress(f"{spec.role}: starting llama.cpp server for {spec.alias} on {spec.base_url}")
             with open(log, "wb") as fh:
