@@ -110,3 +110,28 @@ def test_killing_the_server_mid_answer_keeps_the_partial_text(tmp_path: Path) ->
     err = asyncio.run(run())
     assert err.kind == "cut"
     assert len(err.partial) > 40 and err.partial == record.text
+
+
+def test_two_concurrent_answers_both_finish(smol_server: ServerSpec) -> None:
+    """llama.cpp's server cuts the stream in flight on a new request unless told to queue."""
+    cfg = load_config(
+        None,
+        environ={
+            "RAG__MODELS__SLM__BASE_URL": smol_server.base_url,
+            "RAG__MODELS__SLM__MODEL": smol_server.alias,
+            "RAG__MODELS__SLM__MAX_TOKENS": "40",
+        },
+    )
+
+    async def one(prompt: str) -> CallRecord:
+        model = make_chat_model(cfg, "slm")
+        record = CallRecord(model=smol_server.alias)
+        async for _ in model.stream([{"role": "user", "content": prompt}], record):
+            pass
+        return record
+
+    async def both() -> list[CallRecord]:
+        return list(await asyncio.gather(one("Describe a lighthouse."), one("Describe a harbour.")))
+
+    records = asyncio.run(both())
+    assert all(r.finished and r.text for r in records)
