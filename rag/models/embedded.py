@@ -82,7 +82,7 @@ def serve(
     procs: list[tuple[ServerSpec, subprocess.Popen[bytes], Path]] = []
     try:
         for spec in specs:
-            served = probe(spec.base_url)
+            served = probe(spec.base_url, timeout=5.0)  # a busy server answers slowly
             if served is not None:
                 if spec.alias in served:
                     progress(
