@@ -8,17 +8,12 @@ from typing import Any
 
 from rag.errors import ModelError
 from rag.models import CallRecord, ChatModel, Message
+from rag.stats import p95
 
 DEFAULT_PROMPTS = (
     "In two sentences, explain what an on-call runbook is for.",
     "List three things a good incident postmortem contains.",
 )
-
-
-def _p95(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else 0.0
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 async def compare_models(
@@ -61,7 +56,7 @@ async def compare_models(
                 "model": model.name,
                 "runs": len(records),
                 "latency_mean_ms": round(statistics.fmean(totals), 1),
-                "latency_p95_ms": round(_p95(totals), 1),
+                "latency_p95_ms": round(p95(totals), 1),
                 "ttft_mean_ms": round(statistics.fmean(r.ttft_ms for r in records), 1),
                 "tokens_per_s": round(statistics.fmean(r.usage().tokens_per_s for r in records), 1),
                 "completion_tokens_mean": round(

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rag.types import Done
+
+
+def p95(values: Sequence[float]) -> float:
+    """The 95th percentile (inclusive method); the value itself for fewer than two."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from rag.citations import contains_gold, strip_markers, token_f1
 from rag.config import Config, Mode
 from rag.errors import CorpusError
 from rag.prompts import NOT_IN_DOCS
+from rag.stats import p95
 from rag.types import Done
 
 SEED = 1234
@@ -81,12 +82,6 @@ def says_not_in_docs(answer: str, patterns: Sequence[str]) -> bool:
     if NOT_IN_DOCS.lower().rstrip(".") in answer.lower() or "do not seem to cover" in answer:
         return True
     return any(re.search(p, answer, re.IGNORECASE) for p in patterns)
-
-
-def _p95(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else 0.0
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 async def _answer(assistant: Assistant, question: str, opts: AskOptions) -> Done | None:
@@ -150,7 +145,7 @@ async def eval_answers(
                 "abstain_impossible": round(statistics.fmean(abstains), 4) if abstains else None,
                 "escalation_rate": round(statistics.fmean(escalations), 4) if escalations else 0.0,
                 "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
-                "latency_p95_ms": round(_p95(latencies), 1),
+                "latency_p95_ms": round(p95(latencies), 1),
                 "cost_mean": round(statistics.fmean(costs), 6) if costs else 0.0,
             }
         )
