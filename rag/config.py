@@ -104,6 +104,15 @@ class RetrievalConfig(_Model):
     rerank: bool = False  # seam only: no cross-encoder ships offline
 
 
+class ContextConfig(_Model):
+    """How retrieved passages are packed into the prompt (context compression)."""
+
+    compress: bool = True  # keep the question's sentences (with neighbours, headings) per passage
+    budget_tokens: int = Field(450, ge=64, le=8000)  # estimated tokens for all passages together
+    whole_passage_tokens: int = Field(60, ge=0)  # passages this short go in untouched
+    neighbours: int = Field(1, ge=0, le=5)  # sentences kept either side of a chosen one
+
+
 class ModelConfig(_Model):
     """One chat model on one OpenAI-compatible server."""
 
@@ -188,6 +197,7 @@ class Config(_Model):
     data_dir: Path = Path(".rag")
     corpus: CorpusConfig = CorpusConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    context: ContextConfig = ContextConfig()
     models: ModelsConfig = ModelsConfig()
     escalation: EscalationConfig = EscalationConfig()
     chat: ChatConfig = ChatConfig()

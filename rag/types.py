@@ -69,6 +69,10 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     tokens_estimated: bool  # True when the server reported no usage and we counted
+    # mean/min log-probability of the answer's tokens (citation markers excluded);
+    # None when the provider returned none ("unknown", never "confident")
+    logprob_mean: float | None = None
+    logprob_min: float | None = None
 
     @property
     def tokens_per_s(self) -> float:
