@@ -11,6 +11,9 @@ imported only when a PDF is read. Checks:
 - qrels/test.tsv has the BEIR header and points at documents that exist;
 - every gold answer appears (case-insensitive, whitespace-normalised) in a referenced document,
   and every referenced document contains at least one gold answer;
+- every row of answers.jsonl has a split (dev or test), each split holds 40-60% of all
+  questions and of the unanswerable ones, and the optional style is one of STYLES (near-miss and
+  off-topic only on unanswerable questions, the other styles only on answerable ones);
 - the counts promised in the README are met (questions, unanswerable questions, documents,
   formats, words);
 - the facts the corpus states only once appear in exactly one document, and the deliberately
@@ -29,12 +32,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent.parent / "docs_corpus"
 
-MIN_QUESTIONS = 70
-MIN_IMPOSSIBLE = 18
+MIN_QUESTIONS = 250
+MIN_IMPOSSIBLE = 75
 MIN_DOCS = 42
 MIN_WORDS = 32_000
 MIN_PER_FORMAT = {".txt": 4, ".html": 4, ".pdf": 2}
 MAX_ANSWER_WORDS = 5
+SPLITS = ("dev", "test")
+SPLIT_SHARE = (0.4, 0.6)  # each split's share of all questions and of the unanswerable ones
+ANSWERABLE_STYLES = {"keyword", "paraphrase", "natural", "table", "two-sentence"}
+IMPOSSIBLE_STYLES = {"near-miss", "off-topic"}
+STYLES = ANSWERABLE_STYLES | IMPOSSIBLE_STYLES
+ANSWER_KEYS = {"_id", "answers", "is_impossible", "split", "style"}
 
 # Facts stated in exactly one document (document, exact phrase). Keep in sync with the README.
 ONCE_ONLY: list[tuple[str, str]] = [
@@ -209,13 +218,31 @@ def check() -> list[str]:
             qrels.setdefault(qid, []).append(cid)
 
     impossible = 0
+    splits: dict[str, list[bool]] = {split: [] for split in SPLITS}
     for a in answers:
         qid = str(a.get("_id"))
         gold = a.get("answers")
         flag = a.get("is_impossible")
+        extra = set(a) - ANSWER_KEYS
+        if extra:
+            problems.append(f"{qid}: unknown keys {sorted(extra)} (allowed: {sorted(ANSWER_KEYS)})")
+        split = a.get("split")
+        if split not in SPLITS:
+            problems.append(f"{qid}: split is {split!r}, expected one of {', '.join(SPLITS)}")
         if not isinstance(gold, list) or not isinstance(flag, bool):
             problems.append(f"{qid}: answers must be a list and is_impossible a bool")
             continue
+        if split in SPLITS:
+            splits[str(split)].append(flag)
+        if "style" in a:
+            style = a["style"]
+            allowed = IMPOSSIBLE_STYLES if flag else ANSWERABLE_STYLES
+            if style not in allowed:
+                kind = "unanswerable" if flag else "answerable"
+                problems.append(
+                    f"{qid}: style {style!r} is not allowed for an {kind} question "
+                    f"(use one of {', '.join(sorted(allowed))})"
+                )
         if flag:
             impossible += 1
             if gold:
@@ -242,11 +269,23 @@ def check() -> list[str]:
         problems.append(f"{len(queries)} questions, need at least {MIN_QUESTIONS}")
     if impossible < MIN_IMPOSSIBLE:
         problems.append(f"{impossible} unanswerable questions, need at least {MIN_IMPOSSIBLE}")
+    low, high = SPLIT_SHARE
+    for split, flags in splits.items():
+        for label, count, total in (
+            ("questions", len(flags), len(answers)),
+            ("unanswerable questions", sum(flags), impossible),
+        ):
+            if total and not low <= count / total <= high:
+                problems.append(
+                    f"split {split} holds {count} of {total} {label} ({count / total:.0%}), "
+                    f"need {low:.0%}-{high:.0%}: move rows between dev and test"
+                )
 
     print(
         f"corpus: {len(docs)} documents, {words} words; "
         f"QA: {len(queries)} questions, {len(queries) - impossible} answerable, "
-        f"{impossible} unanswerable, {sum(len(v) for v in qrels.values())} qrels rows"
+        f"{impossible} unanswerable, {sum(len(v) for v in qrels.values())} qrels rows; "
+        + ", ".join(f"{split}: {len(flags)} ({sum(flags)} unanswerable)" for split, flags in splits.items())
     )
     return problems
 
