@@ -281,11 +281,14 @@ def check() -> list[str]:
                     f"need {low:.0%}-{high:.0%}: move rows between dev and test"
                 )
 
+    split_counts = ", ".join(
+        f"{split}: {len(flags)} ({sum(flags)} unanswerable)" for split, flags in splits.items()
+    )
     print(
         f"corpus: {len(docs)} documents, {words} words; "
         f"QA: {len(queries)} questions, {len(queries) - impossible} answerable, "
         f"{impossible} unanswerable, {sum(len(v) for v in qrels.values())} qrels rows; "
-        + ", ".join(f"{split}: {len(flags)} ({sum(flags)} unanswerable)" for split, flags in splits.items())
+        f"{split_counts}"
     )
     return problems
 
