@@ -8,18 +8,24 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from rag.citations import check_citations
+from rag.compress import compress
 from rag.config import Config, Mode, ModelConfig, Strategy
 from rag.errors import InputError, ModelError, RagError, RetrieverUnavailable
-from rag.escalation import POLICIES, EscalationPolicy
+from rag.escalation import POLICIES, EscalationPolicy, SignalPolicy
 from rag.index import IndexManager, Progress
 from rag.models import CallRecord, ChatModel, Message, make_chat_model
+from rag.models.openai_compat import estimate_tokens
 from rag.prompts import (
     answer_messages,
     pack_context,
     refine_messages,
     retrieval_only_answer,
 )
+from rag.sufficiency import features as sufficiency_features
+from rag.sufficiency import predict
+from rag.termstats import TermStats
 from rag.types import (
+    Chunk,
     ContextPacked,
     Decision,
     Done,
@@ -33,6 +39,7 @@ from rag.types import (
     Source,
     StageFinished,
     StageStarted,
+    Sufficiency,
     Token,
     Usage,
 )
@@ -53,6 +60,7 @@ class AskOptions:
     seed: int | None = None
     min_draft_chars: int | None = None  # overrides escalation.min_draft_chars
     weak_context: float | None = None  # overrides escalation.weak_context for the retriever used
+    keep_threshold: float | None = None  # overrides escalation.router.keep_threshold
 
 
 @dataclass
@@ -102,6 +110,8 @@ class Assistant:
         self.slm = slm
         self.llm = llm
         self.policy = policy
+        self._stats: tuple[list[Chunk], TermStats] | None = None
+        self._signals = SignalPolicy(cfg.escalation)
 
     # ---- input ----
 
@@ -187,20 +197,34 @@ class Assistant:
             return
         for note in notes:
             yield Notice(f"{note} Used {used} instead.", "warning")
-        yield Retrieved(used, tuple(hits), retrieval_ms)
+        stats = self._term_stats(used)
+        sufficiency = self.assess(q, used, hits, stats)
+        yield Retrieved(used, tuple(hits), retrieval_ms, sufficiency)
 
         m = self.cfg.models
+        prompt_hits: Sequence[Hit] = hits
+        before_tokens = after_tokens = 0
+        if self.cfg.context.compress and hits:
+            squeezed = compress(q, hits, stats, self.cfg.context)
+            prompt_hits = squeezed.hits
+            before_tokens, after_tokens = squeezed.tokens_before, squeezed.tokens_after
         packed = pack_context(
-            hits,
+            prompt_hits,
             q,
             min(m.slm.context_window, m.llm.context_window),
             max(m.slm.max_tokens, m.llm.max_tokens),
         )
         sources = packed.sources
-        yield ContextPacked(sources, packed.dropped, packed.prompt_tokens)
+        if not before_tokens:
+            before_tokens = after_tokens = sum(estimate_tokens(s.chunk.text) for s in sources)
+        yield ContextPacked(
+            sources, packed.dropped, packed.prompt_tokens, before_tokens, after_tokens
+        )
         if packed.dropped or packed.truncated:
             cut = (
-                f"{packed.dropped} of {len(hits)} passages were left out" if packed.dropped else ""
+                f"{packed.dropped} of {len(prompt_hits)} passages were left out"
+                if packed.dropped
+                else ""
             )
             trunc = "the top passage was shortened" if packed.truncated else ""
             yield Notice(
@@ -211,12 +235,14 @@ class Assistant:
             )
         prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms
 
-        policy = self._policy_for(opts, used)
+        signal_name, signal_hits = self._context_signal(used, q, hits)
+        policy = self._policy_for(opts, signal_name)
         run = _Run()
         calls: list[_Call] = []
         final: str | None = None
         final_model = ""
         abstained = False
+        signals: dict[str, object] = {}
         incomplete = False
 
         async def answer_with(
@@ -247,8 +273,7 @@ class Assistant:
             decision: Decision | None = None
             small_only_failed = False
             if mode == "auto":
-                signal_name, signal_hits = self._context_signal(used, q, hits)
-                decision = policy.before_draft(signal_name, signal_hits)
+                decision = policy.before_draft(signal_name, signal_hits, sufficiency)
                 run.reason = decision.reason
                 if decision.abstain:
                     abstained = True
@@ -257,12 +282,21 @@ class Assistant:
                 async for ev in answer_with(self.slm, "draft", draft_msgs):
                     yield ev
                 draft = calls[-1]
+                if draft.ok:
+                    # In "never" mode too: the router's view of every draft is what it is fitted on.
+                    judged = policy.after_draft(
+                        used, sources, draft.record.text, sufficiency, draft.record.usage()
+                    )
+                    signals = dict(judged.signals)
                 if draft.ok and mode == "never":
                     final, final_model = draft.record.text, self.slm.name
                 elif draft.ok:
-                    decision = policy.after_draft(used, sources, draft.record.text)
+                    decision = judged
                     run.reason = decision.reason
-                    if not decision.escalate:
+                    if decision.abstain:
+                        abstained = True
+                        final, final_model = self._abstain_text(decision), "policy"
+                    elif not decision.escalate:
                         final, final_model = draft.record.text, self.slm.name
                 elif draft.cut and mode == "never":
                     final, final_model, incomplete = draft.record.text, self.slm.name, True
@@ -301,7 +335,9 @@ class Assistant:
                 if big.ok:
                     final, final_model = big.record.text, self.llm.name
                     if mode == "auto" and decision is not None and decision.stage == "before":
-                        after = policy.after_answer(used, hits, big.record.text)
+                        after = policy.after_answer(
+                            signal_name, signal_hits, big.record.text, sufficiency
+                        )
                         if after.abstain:
                             abstained = True
                             run.reason += "; " + after.reason
@@ -352,9 +388,43 @@ class Assistant:
             reason=run.reason,
             cost=cost,
             incomplete=incomplete,
+            sufficiency=sufficiency.probability if sufficiency else None,
+            signals=signals,
         )
+        if not abstained and final_model not in ("policy", "retrieval-only"):
+            # A model that says the sources do not answer has declined: the app did not answer.
+            abstained = self.declines(final)
         citations = () if abstained else check_citations(final, sources)
         yield Done(final, final_model, sources, citations, metrics, abstained)
+
+    def _term_stats(self, name: str) -> TermStats:
+        """IDF over the chunks of the index in use, rebuilt when that chunk list changes."""
+        chunks = self.index.chunks(name)
+        if self._stats is None or self._stats[0] is not chunks:
+            self._stats = (chunks, TermStats(chunks))
+        return self._stats[1]
+
+    def assess(
+        self, question: str, name: str, hits: Sequence[Hit], stats: TermStats
+    ) -> Sufficiency:
+        """The context-sufficiency features and probability (same model for every retriever)."""
+        feats = sufficiency_features(question, hits, stats, self._dense_top(name, question, hits))
+        params = self.cfg.escalation.router.sufficiency
+        return Sufficiency(feats, predict(feats, params) if params.weights else None)
+
+    def _dense_top(self, name: str, question: str, hits: Sequence[Hit]) -> float | None:
+        """The best cosine of the question to any passage, when an embedding index is in use."""
+        if name == "embedding":
+            return hits[0].score if hits else None
+        dense = getattr(self.index.get(name), "dense", None) if name == "hybrid" else None
+        if dense is None:
+            return None
+        top = dense.search(question, 1)
+        return float(top[0].score) if top else None
+
+    def declines(self, answer: str) -> bool:
+        """True when the answer says the documents do not answer (evasive patterns)."""
+        return self._signals.evasive_match(answer) is not None
 
     def _context_signal(self, name: str, question: str, hits: list[Hit]) -> tuple[str, list[Hit]]:
         """The scores the weak-context signal reads.
@@ -370,10 +440,16 @@ class Assistant:
 
     def _policy_for(self, opts: AskOptions, retriever: str) -> EscalationPolicy:
         """The configured policy, or one with this session's thresholds."""
-        if opts.min_draft_chars is None and opts.weak_context is None:
+        if (
+            opts.min_draft_chars is None
+            and opts.weak_context is None
+            and opts.keep_threshold is None
+        ):
             return self.policy
         esc = self.cfg.escalation
         update: dict[str, object] = {}
+        if opts.keep_threshold is not None:
+            update["router"] = esc.router.model_copy(update={"keep_threshold": opts.keep_threshold})
         if opts.min_draft_chars is not None:
             update["min_draft_chars"] = opts.min_draft_chars
         if opts.weak_context is not None:

@@ -113,6 +113,7 @@ def done_to_json(done: Done, question: str) -> dict[str, Any]:
         "escalated": m.escalated,
         "reason": m.reason,
         "abstained": done.abstained,
+        "sufficiency": None if m.sufficiency is None else round(m.sufficiency, 4),
         "incomplete": m.incomplete,
         "timings": {
             "prep_ms": round(m.prep_ms, 2),
@@ -343,18 +344,41 @@ def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
 def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
     from rag.evaluation.answers import eval_answers, load_qa
 
-    items = load_qa(Path(args.data))[: args.limit or None]
+    items = load_qa(Path(args.data), args.split)[: args.limit or None]
     modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
     assistant = _qa_assistant(cfg, args)
-    details: list[dict[str, Any]] = []
-    rows = asyncio.run(
-        eval_answers(
-            assistant, items, modes, strategy=args.strategy, progress=_progress, details=details
+    with contextlib.ExitStack() as stack:
+        sink = (
+            stack.enter_context(open(args.details, "w", encoding="utf-8")) if args.details else None
         )
-    )
-    if args.details:
-        Path(args.details).write_text("".join(json.dumps(d) + "\n" for d in details))
+
+        def write(detail: dict[str, Any]) -> None:  # one line per question, as it is answered
+            if sink is not None:
+                sink.write(json.dumps(detail) + "\n")
+                sink.flush()
+
+        rows = asyncio.run(
+            eval_answers(
+                assistant, items, modes, strategy=args.strategy, progress=_progress, on_detail=write
+            )
+        )
     _print_rows(rows, args.json)
+    return 0
+
+
+def cmd_eval_fit_router(cfg: Config, args: argparse.Namespace) -> int:
+    import yaml
+
+    from rag.evaluation.router_fit import fit_router, load_details
+
+    rows = load_details(Path(args.details))
+    router, summary = fit_router(rows, args.target_escalation, cfg.escalation.min_support)
+    if args.json:
+        print(json.dumps({"router": router.model_dump(mode="json"), "dev": summary}))
+        return 0
+    _print_rows([summary], False)
+    print("\nPut this under escalation: in rag.yaml (fitted on the dev split only):\n")
+    print(yaml.safe_dump({"router": router.model_dump(mode="json")}, sort_keys=False))
     return 0
 
 
@@ -490,9 +514,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
     s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
                    help="reference: large model priced 10x the small one")  # fmt: skip
+    s.add_argument(
+        "--split",
+        default="test",
+        choices=["dev", "test", "all"],
+        help="tune on dev, report on test (a set without split fields is all test)",
+    )
     s.add_argument("--details", help="write one JSON line per question and mode to this file")
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_answers)
+    s = ev.add_parser("fit-router", help="fit the router on a dev run's --details file")
+    s.add_argument(
+        "--details",
+        required=True,
+        help="from: rag eval answers --split dev --mode never --details FILE",
+    )
+    s.add_argument(
+        "--target-escalation",
+        type=float,
+        default=0.35,
+        help="share of questions the router escalates on dev",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_eval_fit_router)
     s = ev.add_parser("calibrate", help="suggest weak-context thresholds per retriever")
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--retriever", default="all", choices=[*RETRIEVER_CHOICES, "all"])

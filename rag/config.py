@@ -108,7 +108,7 @@ class ContextConfig(_Model):
     """How retrieved passages are packed into the prompt (context compression)."""
 
     compress: bool = True  # keep the question's sentences (with neighbours, headings) per passage
-    budget_tokens: int = Field(450, ge=64, le=8000)  # estimated tokens for all passages together
+    budget_tokens: int = Field(400, ge=16, le=8000)  # estimated tokens for all passages together
     whole_passage_tokens: int = Field(60, ge=0)  # passages this short go in untouched
     neighbours: int = Field(1, ge=0, le=5)  # sentences kept either side of a chosen one
 
@@ -154,12 +154,40 @@ class ModelsConfig(_Model):
     embedded: EmbeddedConfig = EmbeddedConfig()
 
 
+class LogisticParams(_Model):
+    """A fitted logistic model: P = 1 / (1 + exp(-(bias + Σ weight · (x - mean) / scale)))."""
+
+    bias: float = 0.0
+    weights: dict[str, float] = {}
+    means: dict[str, float] = {}
+    scales: dict[str, float] = {}
+
+
+class RouterConfig(_Model):
+    """The router policy, fitted on the dev split by `rag eval fit-router`.
+
+    ``sufficiency`` says how likely the retrieved passages answer the question; ``draft`` how
+    likely the small model's draft is right. Keep the draft at or above ``keep_threshold``
+    (chosen for ``target_escalation`` on dev); abstain when sufficiency is below
+    ``abstain_below`` and the draft is unsupported or declines; abstain before drafting when
+    sufficiency is below ``skip_below``; otherwise escalate.
+    """
+
+    sufficiency: LogisticParams = LogisticParams()
+    draft: LogisticParams = LogisticParams()
+    keep_threshold: float = Field(0.5, ge=0, le=1)
+    abstain_below: float = Field(0.3, ge=0, le=1)
+    skip_below: float = Field(0.05, ge=0, le=1)
+    target_escalation: float = Field(0.35, ge=0, le=1)
+
+
 class EscalationConfig(_Model):
     """When the small model's draft is handed to the large model, and how."""
 
     mode: Mode = "auto"
     strategy: Strategy = "answer"
-    policy: Literal["signals"] = "signals"
+    policy: Literal["router", "signals"] = "router"
+    router: RouterConfig = RouterConfig()
     min_draft_chars: int = Field(40, ge=0)
     # weak context: top score below this, per retriever (scores are not comparable)
     weak_context: dict[str, float] = {

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from rag.citations import find_markers, is_citation_only, strip_markers, support_score
 from rag.config import EscalationConfig
 from rag.errors import ConfigError
-from rag.types import Decision, Hit, Source
+from rag.types import Decision, Hit, Source, Sufficiency, Usage
 
 _COVER = "the documents do not seem to cover this"
 
@@ -45,11 +45,26 @@ class EscalationPolicy(Protocol):
 
     name: str
 
-    def before_draft(self, retriever: str, hits: Sequence[Hit]) -> Decision: ...
+    def before_draft(
+        self, retriever: str, hits: Sequence[Hit], sufficiency: Sufficiency | None = None
+    ) -> Decision: ...
 
-    def after_draft(self, retriever: str, sources: Sequence[Source], draft: str) -> Decision: ...
+    def after_draft(
+        self,
+        retriever: str,
+        sources: Sequence[Source],
+        draft: str,
+        sufficiency: Sufficiency | None = None,
+        usage: Usage | None = None,
+    ) -> Decision: ...
 
-    def after_answer(self, retriever: str, hits: Sequence[Hit], answer: str) -> Decision: ...
+    def after_answer(
+        self,
+        retriever: str,
+        hits: Sequence[Hit],
+        answer: str,
+        sufficiency: Sufficiency | None = None,
+    ) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,9 @@ class SignalPolicy:
         """A policy with the thresholds and patterns of ``cfg``."""
         return cls(cfg)
 
-    def before_draft(self, retriever: str, hits: Sequence[Hit]) -> Decision:
+    def before_draft(
+        self, retriever: str, hits: Sequence[Hit], sufficiency: Sufficiency | None = None
+    ) -> Decision:
         """Abstain or escalate without drafting when the context is weak; else go on."""
         scores = sorted((hit.score for hit in hits), reverse=True)
         ctx = self._context(retriever, scores)
@@ -137,11 +154,18 @@ class SignalPolicy:
             )
         return Decision(False, "before", reason, signals)
 
-    def after_draft(self, retriever: str, sources: Sequence[Source], draft: str) -> Decision:
+    def after_draft(
+        self,
+        retriever: str,
+        sources: Sequence[Source],
+        draft: str,
+        sufficiency: Sufficiency | None = None,
+        usage: Usage | None = None,
+    ) -> Decision:
         """Escalate when any draft signal fires; the reason lists each one that did."""
         cfg = self.cfg
         chars = len(strip_markers(draft).strip())
-        evasive = self._evasive_match(draft)
+        evasive = self.evasive_match(draft)
         markers = find_markers(draft)
         known = sorted({source.n for source in sources})
         unknown = [n for n in markers if n not in known]
@@ -215,14 +239,20 @@ class SignalPolicy:
         )
         return Decision(False, "after", reason, signals)
 
-    def after_answer(self, retriever: str, hits: Sequence[Hit], answer: str) -> Decision:
+    def after_answer(
+        self,
+        retriever: str,
+        hits: Sequence[Hit],
+        answer: str,
+        sufficiency: Sufficiency | None = None,
+    ) -> Decision:
         """Abstain when context is weak and the large model's answer is evasive or unsupported.
 
         Support is measured against every hit's passage: the hits carry no source numbers.
         """
         scores = sorted((hit.score for hit in hits), reverse=True)
         ctx = self._context(retriever, scores)
-        evasive = self._evasive_match(answer)
+        evasive = self.evasive_match(answer)
         support = support_score(answer, [_passage(hit) for hit in hits])
         parts: dict[str, str] = {}
         if evasive is not None:
@@ -267,7 +297,7 @@ class SignalPolicy:
             threshold=self.cfg.weak_context.get(retriever),
         )
 
-    def _evasive_match(self, text: str) -> str | None:
+    def evasive_match(self, text: str) -> str | None:
         for pattern in self._evasive:
             match = pattern.search(text)
             if match:
@@ -275,7 +305,14 @@ class SignalPolicy:
         return None
 
 
+def _router(cfg: EscalationConfig) -> EscalationPolicy:
+    from rag.router import RouterPolicy  # the router builds on SignalPolicy: import it lazily
+
+    return RouterPolicy.from_config(cfg)
+
+
 POLICIES: dict[str, Callable[[EscalationConfig], EscalationPolicy]] = {
+    "router": _router,
     "signals": SignalPolicy.from_config,
 }
 

@@ -16,6 +16,21 @@ def p95(values: Sequence[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
+def bootstrap_ci(
+    values: Sequence[float], *, rounds: int = 2000, seed: int = 7, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean; None for an empty sample."""
+    if not values:
+        return None
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    data = np.asarray(values, dtype=float)
+    means = data[rng.integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return round(float(lo), 4), round(float(hi), 4)
+
+
 @dataclass
 class SessionStats:
     """Accumulates one row per model call of every answer in a chat session."""

@@ -93,6 +93,24 @@ class Decision:
     abstain: bool = False
 
 
+@dataclass(frozen=True)
+class Sufficiency:
+    """How likely the retrieved passages answer the question, and the features behind it."""
+
+    features: dict[str, float | None]
+    probability: float | None  # None when no sufficiency model is configured
+
+    def describe(self) -> str:
+        """For people: "context sufficiency 0.82; best passage holds 75% of the question's weight"."""
+        cov = self.features.get("coverage_idf")
+        parts = []
+        if self.probability is not None:
+            parts.append(f"context sufficiency {self.probability:.2f}")
+        if cov is not None:
+            parts.append(f"best passage holds {cov:.0%} of the question's weight")
+        return "; ".join(parts) or "no context signals"
+
+
 # ---- events the assistant yields (rendered by app.py and the CLI) ----
 
 
@@ -101,6 +119,7 @@ class Retrieved:
     retriever: str
     hits: tuple[Hit, ...]
     retrieval_ms: float
+    sufficiency: Sufficiency | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,8 @@ class ContextPacked:
     sources: tuple[Source, ...]
     dropped: int
     prompt_tokens: int
+    passage_tokens_before: int = 0  # estimated tokens of the retrieved passages, whole
+    passage_tokens_after: int = 0  # and after compression (equal when it is off)
 
 
 @dataclass(frozen=True)
@@ -166,6 +187,8 @@ class Metrics:
     reason: str
     cost: float
     incomplete: bool = False
+    sufficiency: float | None = None
+    signals: dict[str, Any] = field(default_factory=dict)  # the router's inputs and outputs
 
 
 @dataclass(frozen=True)

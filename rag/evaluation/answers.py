@@ -14,14 +14,14 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rag.assistant import AskOptions, Assistant
 from rag.citations import contains_gold, strip_markers, token_f1
 from rag.config import Config, Mode
-from rag.errors import CorpusError
+from rag.errors import CorpusError, ModelError
 from rag.prompts import NOT_IN_DOCS
-from rag.stats import p95
+from rag.stats import bootstrap_ci, p95
 from rag.types import Done
 
 SEED = 1234
@@ -36,10 +36,18 @@ class QAItem:
     question: str
     answers: tuple[str, ...]
     impossible: bool
+    split: str = "test"  # rows without a split field count as test
+    style: str = ""
 
 
-def load_qa(folder: Path) -> list[QAItem]:
-    """Questions joined with their gold answers; raises CorpusError naming a missing file."""
+Split = Literal["dev", "test", "all"]
+
+
+def load_qa(folder: Path, split: Split = "all") -> list[QAItem]:
+    """Questions joined with their gold answers, of one split; CorpusError names a missing file.
+
+    Tune on ``dev``, report on ``test``. A set without a ``split`` field is all ``test``.
+    """
     rows: dict[str, dict[str, Any]] = {}
     for name in ("queries.jsonl", "answers.jsonl"):
         path = folder / name
@@ -52,11 +60,21 @@ def load_qa(folder: Path) -> list[QAItem]:
                 row = json.loads(line)
                 rows.setdefault(str(row["_id"]), {}).update(row)
     items = [
-        QAItem(qid, str(r["text"]), tuple(r.get("answers", [])), bool(r.get("is_impossible")))
+        QAItem(
+            qid,
+            str(r["text"]),
+            tuple(r.get("answers", [])),
+            bool(r.get("is_impossible")),
+            str(r.get("split", "test")),
+            str(r.get("style", "")),
+        )
         for qid, r in rows.items()
         if "text" in r
     ]
-    return sorted(items, key=lambda i: i.id)
+    bad = sorted({i.split for i in items} - {"dev", "test"})
+    if bad:
+        raise CorpusError(f"answers.jsonl: split must be dev or test, got {bad[0]!r}")
+    return sorted((i for i in items if split in ("all", i.split)), key=lambda i: i.id)
 
 
 def with_reference_prices(cfg: Config) -> Config:
@@ -100,56 +118,114 @@ async def eval_answers(
     strategy: str | None = None,
     progress: Callable[[str], None] = lambda _m: None,
     details: list[dict[str, Any]] | None = None,
+    on_detail: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per mode: contains_gold, f1, abstain_impossible, escalation_rate, latency, cost."""
     patterns = assistant.cfg.escalation.evasive_patterns
     rows = []
     for mode in modes:
         opts = AskOptions(mode=mode, strategy=strategy, temperature=0.0, seed=SEED)  # type: ignore[arg-type]
-        gold_hits, f1s, abstains, escalations, latencies, costs = [], [], [], [], [], []
+        gold_hits: list[bool] = []
+        f1s: list[float] = []
+        false_abstains: list[bool] = []
+        abstains: list[bool] = []
+        in_context: list[bool] = []
+        gold_given_context: list[bool] = []
+        escalations: list[bool] = []
+        latencies: list[float] = []
+        costs: list[float] = []
         for n, item in enumerate(items, 1):
             done = await _answer(assistant, item.question, opts)
             if done is None:
                 continue
+            if done.model == "retrieval-only":
+                raise ModelError(
+                    f"no model answered {item.id} ({done.metrics.reason or 'both models failed'}); "
+                    "an evaluation never scores retrieval-only fallbacks — start the model "
+                    "servers (rag models serve) and run it again",
+                    kind="refused",
+                )
             text = strip_markers(done.answer)
             declined = done.abstained or says_not_in_docs(done.answer, patterns)
+            context_has_gold = any(contains_gold(s.chunk.text, item.answers) for s in done.sources)
+            correct: bool | None = None
             if item.impossible:
                 abstains.append(declined)
             else:
-                gold_hits.append(contains_gold(text, item.answers))
+                correct = contains_gold(text, item.answers)
+                gold_hits.append(correct)
+                false_abstains.append(declined)
                 f1s.append(max((token_f1(text, g) for g in item.answers), default=0.0))
+                in_context.append(context_has_gold)
+                if context_has_gold:
+                    gold_given_context.append(correct)
             escalations.append(done.metrics.escalated)
             latencies.append(done.metrics.total_ms)
             costs.append(done.metrics.cost)
-            if details is not None:
+            if details is not None or on_detail is not None:
                 draft = next((u for st, u in done.metrics.stages if st == "draft"), None)
-                details.append(
+                detail = (
                     {
-                        "id": item.id, "mode": mode, "model": done.model,
-                        "impossible": item.impossible, "declined": declined,
-                        "correct": None if item.impossible else gold_hits[-1],
+                        "id": item.id, "mode": mode, "split": item.split, "style": item.style,
+                        "model": done.model, "impossible": item.impossible,
+                        "declined": declined, "abstained": done.abstained, "correct": correct,
+                        "gold_in_context": None if item.impossible else context_has_gold,
                         "escalated": done.metrics.escalated, "reason": done.metrics.reason,
-                        "answer": done.answer, "draft_tokens": draft.completion_tokens if draft else None,
+                        "answer": done.answer,
+                        "draft_tokens": draft.completion_tokens if draft else None,
+                        "sufficiency": done.metrics.sufficiency,
+                        "signals": _jsonable(done.metrics.signals),
+                        "prompt_tokens": sum(u.prompt_tokens for _s, u in done.metrics.stages),
                         "total_ms": round(done.metrics.total_ms), "cost": done.metrics.cost,
                     }
                 )  # fmt: skip
+                if details is not None:
+                    details.append(detail)
+                if on_detail is not None:
+                    on_detail(detail)
             progress(
                 f"[{mode} {n}/{len(items)}] {item.id} {done.model} {done.metrics.total_ms:.0f} ms"
             )
         rows.append(
             {
                 "mode": mode,
-                "questions": len(latencies),
-                "contains_gold": round(statistics.fmean(gold_hits), 4) if gold_hits else None,
-                "f1": round(statistics.fmean(f1s), 4) if f1s else None,
-                "abstain_impossible": round(statistics.fmean(abstains), 4) if abstains else None,
-                "escalation_rate": round(statistics.fmean(escalations), 4) if escalations else 0.0,
+                "n": len(latencies),
+                "answerable": len(gold_hits),
+                "impossible": len(abstains),
+                **_rate("contains_gold", gold_hits),
+                **_rate("contains_gold_given_context", gold_given_context),
+                "gold_in_context": _mean(in_context),
+                "f1": _mean(f1s),
+                **_rate("false_abstain", false_abstains),
+                **_rate("abstain_impossible", abstains),
+                **_rate("escalation_rate", escalations),
+                "cost_mean": round(statistics.fmean(costs), 6) if costs else 0.0,
                 "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
                 "latency_p95_ms": round(p95(latencies), 1),
-                "cost_mean": round(statistics.fmean(costs), 6) if costs else 0.0,
             }
         )
     return rows
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def _rate(name: str, values: Sequence[bool]) -> dict[str, Any]:
+    """The share and its bootstrap 95% interval, e.g. contains_gold and contains_gold_ci95."""
+    return {name: _mean(values), f"{name}_ci95": bootstrap_ci([float(v) for v in values])}
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or isinstance(value, bool | int | float | str):
+            out[key] = value
+        elif isinstance(value, list | tuple):
+            out[key] = [v if isinstance(v, int | float | str) else str(v) for v in value]
+        else:
+            out[key] = str(value)
+    return out
 
 
 def calibrate(

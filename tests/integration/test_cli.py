@@ -48,6 +48,8 @@ def rag_env(tmp_path: Path, slm_url: str, llm_url: str, **extra: str) -> dict[st
             "RAG__MODELS__TIMEOUTS__FIRST_TOKEN_S": "10",
             "RAG__MODELS__TIMEOUTS__TOTAL_S": "20",
             "RAG__MODELS__TIMEOUTS__RETRIES": "0",
+            # the hand-set signals escalate the fake's short draft; the router is tested apart
+            "RAG__ESCALATION__POLICY": "signals",
         }
     )
     env.update(extra)

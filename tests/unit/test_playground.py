@@ -17,7 +17,7 @@ from rag.playground import (
     sse,
     sse_stream,
 )
-from rag.prompts import SYSTEM
+from rag.prompts import DRAFT_HINT, SYSTEM
 from tests.fake_openai import FakeOpenAI, Fault, closed_port_url, echo_context
 
 SLM = "small-model"
@@ -80,7 +80,7 @@ def test_reference_cannot_close_the_source_tags() -> None:
     content = user["content"]
     assert content.count("</source>") == 1 and content.count("<source") == 1
     assert "‹/source" in content
-    assert "one short sentence" in content  # the small model gets the draft hint
+    assert DRAFT_HINT in content  # the small model gets the draft hint
 
 
 @pytest.mark.parametrize(

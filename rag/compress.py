@@ -1,0 +1,178 @@
+"""Context compression: keep the sentences of the retrieved passages that matter for the question.
+
+On a laptop CPU most of an answer's time goes into the model reading its prompt, and most of
+the prompt is passages. Each passage is cut into sentences (list items and table rows count as
+sentences); a sentence scores the IDF of the question's terms it holds, and the best ones are
+kept with their neighbours, best passages first, within a token budget. Short passages go in
+whole. Headings and titles stay: ``format_source`` prints them for every passage. Gaps are
+marked with "…" so the model knows text was left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from rag.config import ContextConfig
+from rag.models.openai_compat import estimate_tokens
+from rag.termstats import TermStats, terms
+from rag.types import Hit
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+_GAP = " … "
+_WRAP = 60  # a line at least this long that ends mid-sentence was wrapped
+_ENDS = (".", "!", "?", ":", ";", "|")
+# What kind of answer the question wants (classic QA answer typing): a sentence of that kind
+# gets a share of the question's weight on top of its word matches, because the answer's own
+# words ("25 minutes", `make doctor`) are rarely the question's.
+_WANTS_NUMBER = re.compile(
+    r"\b(how (long|many|much|often|fast|soon|big|large|old|early|late)|when|what time|"
+    r"which (date|day|year|month)|what (date|day|year|month|percentage|rate|limit|amount|size)|"
+    r"until|deadline|limit|cap|maximum|minimum|max|min)\b",
+    re.IGNORECASE,
+)
+_WANTS_COMMAND = re.compile(r"\b(command|run|type|script|cli|flag)\b", re.IGNORECASE)
+_HAS_NUMBER = re.compile(r"\d")
+_HAS_CODE = re.compile(r"`[^`]+`|\$ \w|--\w")
+TYPE_BONUS = 0.35
+TOP_PASSAGE_SENTENCES = 3
+
+_ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut into sentences; list items and table rows are sentences of their own.
+
+    A long line that does not end a sentence runs on into the next one (PDF text is wrapped
+    at the page width), unless the next line starts a list item or a table row.
+    """
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            lines.append("")
+            continue
+        prev = lines[-1] if lines else ""
+        if prev and len(prev) >= _WRAP and not prev.endswith(_ENDS) and not _ITEM.match(line):
+            lines[-1] = f"{prev} {line}"
+        else:
+            lines.append(line)
+    out: list[str] = []
+    for line in lines:
+        if line:
+            out.extend(part.strip() for part in _SENTENCE_END.split(line) if part.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """The hits with their text cut down, and what it saved (estimated tokens)."""
+
+    hits: tuple[Hit, ...]
+    tokens_before: int
+    tokens_after: int
+
+
+@dataclass
+class _Passage:
+    hit: Hit
+    parts: list[str]
+    cost: list[int]
+    score: list[float]
+    keep: set[int]
+
+
+def _rank_weight(rank: int) -> float:
+    """Better-ranked passages win ties: the retriever's order is evidence too."""
+    return 1.0 / rank
+
+
+def compress(
+    question: str, hits: Sequence[Hit], stats: TermStats, cfg: ContextConfig
+) -> Compressed:
+    """Hits whose text holds only the question's best sentences (with neighbours) within budget."""
+    weights = stats.weights(terms(question))
+    bonus = TYPE_BONUS * sum(weights.values())
+    wants = [
+        pattern
+        for wanted, pattern in ((_WANTS_NUMBER, _HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
+        if wanted.search(question)
+    ]
+    before = sum(estimate_tokens(h.chunk.text) for h in hits)
+    budget = cfg.budget_tokens
+    passages: list[_Passage] = []
+    whole: set[int] = set()
+    for i, hit in enumerate(hits):
+        parts = sentences(hit.chunk.text)
+        cost = [estimate_tokens(p) + 1 for p in parts]
+        score = [
+            sum(weights.get(t, 0.0) for t in set(terms(p)))
+            + (bonus if any(w.search(p) for w in wants) else 0.0)
+            for p in parts
+        ]
+        passages.append(_Passage(hit, parts, cost, score, set()))
+        if sum(cost) <= cfg.whole_passage_tokens:
+            whole.add(i)
+    used = sum(sum(passages[i].cost) for i in whole)
+
+    def take(p: _Passage, j: int) -> bool:
+        nonlocal used
+        if j in p.keep:
+            return True
+        if used + p.cost[j] > budget:
+            return False
+        p.keep.add(j)
+        used += p.cost[j]
+        return True
+
+    def take_with_neighbours(p: _Passage, j: int) -> None:
+        if take(p, j):
+            for d in range(1, cfg.neighbours + 1):
+                for nb in (j - d, j + d):
+                    if 0 <= nb < len(p.parts):
+                        take(p, nb)
+
+    cut = [p for i, p in enumerate(passages) if i not in whole and p.parts]
+    # Every passage first gets its best sentence (or its first, when nothing matches: a
+    # paraphrased question can miss every word of the passage that answers it); the best
+    # ranked passage, which holds the answer most often, gets its best three.
+    for p in cut:
+        order = sorted(range(len(p.parts)), key=lambda j: (-p.score[j], j))
+        for j in order[: TOP_PASSAGE_SENTENCES if p.hit.rank == 1 else 1]:
+            if p.hit.rank <= 2:
+                take_with_neighbours(p, j)
+            else:
+                take(p, j)
+    # Then the rest, best sentences first across passages.
+    ranked = sorted(
+        ((p.score[j] * _rank_weight(p.hit.rank), -p.hit.rank, -j, k, j)
+         for k, p in enumerate(cut) for j in range(len(p.parts)) if p.score[j] > 0),
+        reverse=True,
+    )  # fmt: skip
+    for _s, _r, _j, k, j in ranked:
+        take_with_neighbours(cut[k], j)
+
+    out: list[Hit] = []
+    for i, p in enumerate(passages):
+        if i in whole or not p.parts or len(p.keep) == len(p.parts):
+            out.append(p.hit)
+            continue
+        if not p.keep:
+            continue  # the budget ran out before this passage: leave it out
+        text = _join(p.parts, sorted(p.keep))
+        out.append(replace(p.hit, chunk=replace(p.hit.chunk, text=text)))
+    after = sum(estimate_tokens(h.chunk.text) for h in out)
+    return Compressed(tuple(out), before, after)
+
+
+def _join(parts: Sequence[str], kept: Sequence[int]) -> str:
+    """Kept sentences in document order; "…" where sentences were left out."""
+    text = _GAP.lstrip() if kept[0] > 0 else ""
+    for a, b in zip(kept, [*kept[1:], None], strict=True):
+        text += parts[a]
+        if b is None:
+            text += _GAP.rstrip() if a < len(parts) - 1 else ""
+        else:
+            text += "\n" if b == a + 1 else _GAP
+    return text

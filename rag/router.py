@@ -1,0 +1,151 @@
+"""The router policy: keep the small model's draft, escalate, or abstain — from fitted models.
+
+Two logistic models, both fitted on the ``dev`` split by ``rag eval fit-router``:
+
+* **sufficiency** (rag/sufficiency.py): how likely the retrieved passages answer the question;
+* **draft**: how likely keeping the small model's draft is right — its features are the
+  sufficiency, the draft's lexical support in the passages it cites, its length, whether it
+  cites, whether it declines ("the sources do not mention…"), and the model's own token
+  log-probabilities when the provider returns them (unknown otherwise, never "confident").
+
+Three outcomes, each with a plain sentence and the numbers behind it: keep the draft when
+P(draft right) ≥ ``keep_threshold``; abstain when sufficiency < ``abstain_below`` and the draft
+is unsupported or declines (the large model cannot answer those either); otherwise escalate.
+With sufficiency below ``skip_below`` the app abstains before drafting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rag.config import EscalationConfig, RouterConfig
+from rag.escalation import SignalPolicy
+from rag.sufficiency import predict
+from rag.types import Decision, Hit, Source, Sufficiency, Usage
+
+DRAFT_FEATURES = (
+    "sufficiency",
+    "coverage_idf",
+    "support",
+    "chars",
+    "cited",
+    "declines",
+    "declines_suff",
+    "marker_first",
+    "logprob_mean",
+    "logprob_min",
+)
+_COVER = "the documents do not seem to cover this"
+
+
+def draft_features(
+    signals: dict[str, Any], sufficiency: Sufficiency | None, usage: Usage | None
+) -> dict[str, float | None]:
+    """Router features of a draft from the hand-set signal values and the draft's usage."""
+    feats = sufficiency.features if sufficiency else {}
+    return {
+        "sufficiency": sufficiency.probability if sufficiency else None,
+        "coverage_idf": feats.get("coverage_idf"),
+        "support": float(signals.get("support", 0.0)),
+        "chars": math.log1p(float(signals.get("chars", 0))),
+        "cited": 1.0 if signals.get("markers") and not signals.get("unknown_markers") else 0.0,
+        "declines": 1.0 if signals.get("evasive") else 0.0,
+        "declines_suff": (1.0 if signals.get("evasive") else 0.0)
+        * (sufficiency.probability or 0.0 if sufficiency else 0.0),
+        "marker_first": 1.0 if "marker_first" in signals.get("flags", ()) else 0.0,
+        "logprob_mean": usage.logprob_mean if usage else None,
+        "logprob_min": usage.logprob_min if usage else None,
+    }
+
+
+class RouterPolicy:
+    """Keep / escalate / abstain from the fitted sufficiency and draft models."""
+
+    name: str = "router"
+
+    def __init__(self, cfg: EscalationConfig) -> None:
+        self.cfg = cfg
+        self.router: RouterConfig = cfg.router
+        self.signals = SignalPolicy(cfg)  # the hand-set signals are the router's inputs
+
+    @classmethod
+    def from_config(cls, cfg: EscalationConfig) -> RouterPolicy:
+        """A router with the fitted parameters of ``cfg.router``."""
+        return cls(cfg)
+
+    def before_draft(
+        self, retriever: str, hits: Sequence[Hit], sufficiency: Sufficiency | None = None
+    ) -> Decision:
+        """Abstain without drafting when the context almost surely does not hold the answer."""
+        signals: dict[str, Any] = {"retriever": retriever, "hits": len(hits)}
+        if sufficiency is None or sufficiency.probability is None:
+            return Decision(False, "before", "context not scored", signals)
+        p = sufficiency.probability
+        signals.update(sufficiency=p, **{f"ctx_{k}": v for k, v in sufficiency.features.items()})
+        limit = self.router.skip_below
+        if not hits or p < limit:
+            found = "no passages were found" if not hits else sufficiency.describe()
+            reason = (
+                f"abstained before drafting: context sufficiency {p:.2f} is below {limit:.2f} "
+                f"({found}) — {_COVER}"
+            )
+            return Decision(False, "before", reason, signals, abstain=True)
+        return Decision(False, "before", f"context ok: {sufficiency.describe()}", signals)
+
+    def after_draft(
+        self,
+        retriever: str,
+        sources: Sequence[Source],
+        draft: str,
+        sufficiency: Sufficiency | None = None,
+        usage: Usage | None = None,
+    ) -> Decision:
+        """Keep, escalate or abstain on P(draft right) and the context sufficiency."""
+        base = self.signals.after_draft(retriever, sources, draft)
+        feats = draft_features(base.signals, sufficiency, usage)
+        p_right = predict(feats, self.router.draft)
+        suff = sufficiency.probability if sufficiency else None
+        ctx_feats = {
+            f"ctx_{k}": v for k, v in (sufficiency.features if sufficiency else {}).items()
+        }
+        signals: dict[str, Any] = {**base.signals, **ctx_feats, **feats, "p_draft_right": p_right}
+        keep = self.router.keep_threshold
+        declines = bool(feats["declines"])
+        unsupported = (
+            declines or feats["support"] is None or (feats["support"] or 0) < self.cfg.min_support
+        )
+        why_draft = (
+            f'the draft says "{base.signals.get("evasive")}"'
+            if declines
+            else f"draft support {feats['support']:.2f}"
+        )
+        ctx = f"context sufficiency {suff:.2f}" if suff is not None else "context not scored"
+        if suff is not None and suff < self.router.abstain_below and unsupported:
+            reason = (
+                f"abstained: {ctx} is below {self.router.abstain_below:.2f} and {why_draft} "
+                f"(the draft is not backed by the passages) — {_COVER}"
+            )
+            return Decision(False, "after", reason, signals, abstain=True)
+        if p_right >= keep:
+            reason = (
+                f"kept the draft: the router puts the chance it is right at {p_right:.2f} "
+                f"(≥ {keep:.2f}); {ctx}, {why_draft}"
+            )
+            return Decision(False, "after", reason, signals)
+        reason = (
+            f"escalated: the router puts the chance the draft is right at {p_right:.2f}, "
+            f"below {keep:.2f} ({ctx}, {why_draft})"
+        )
+        return Decision(True, "after", reason, signals)
+
+    def after_answer(
+        self,
+        retriever: str,
+        hits: Sequence[Hit],
+        answer: str,
+        sufficiency: Sufficiency | None = None,
+    ) -> Decision:
+        """The router never second-guesses the large model; its declining is shown as it is."""
+        return Decision(False, "after", "kept the large model's answer", {"retriever": retriever})

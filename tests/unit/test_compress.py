@@ -1,0 +1,68 @@
+"""Context compression: the question's sentences stay, with neighbours, within the budget."""
+
+from __future__ import annotations
+
+from rag.compress import compress, sentences
+from rag.config import ContextConfig
+from rag.models.openai_compat import estimate_tokens
+from rag.termstats import TermStats
+from rag.types import Chunk, Hit
+
+FILLER = " ".join(f"Sentence {i} talks about office plants and the weather." for i in range(12))
+
+
+def chunk(n: int, text: str, title: str = "Doc") -> Chunk:
+    return Chunk(f"doc{n}#0", f"doc{n}", f"doc{n}.md", title, "Section", text, 0)
+
+
+def hits_of(*texts: str) -> list[Hit]:
+    return [Hit(chunk(i, t), 1.0 / (i + 1), i + 1) for i, t in enumerate(texts)]
+
+
+def test_sentences_split_on_ends_and_lines() -> None:
+    text = "First one. Second one? Third!\n- item one\n| a | b |\n\nLast 3.5 kg here."
+    assert sentences(text) == [
+        "First one.", "Second one?", "Third!", "- item one", "| a | b |", "Last 3.5 kg here.",
+    ]  # fmt: skip
+
+
+def test_keeps_the_answer_sentence_and_its_neighbours_and_marks_gaps() -> None:
+    answer = "The VPN client is WireGuard and the config lives in the IT portal."
+    text = f"{FILLER} Before the answer. {answer} After the answer. {FILLER}"
+    hits = hits_of(text)
+    cfg = ContextConfig(budget_tokens=80, whole_passage_tokens=10, neighbours=1)
+    out = compress("Which VPN client do we use?", hits, TermStats([h.chunk for h in hits]), cfg)
+    kept = out.hits[0].chunk.text
+    assert answer in kept
+    assert "Before the answer." in kept and "After the answer." in kept
+    assert kept.startswith("…") and kept.endswith("…")
+    assert out.tokens_after < out.tokens_before
+    assert estimate_tokens(kept) <= 80 + 10
+
+
+def test_short_passages_go_in_whole_and_budget_limits_the_rest() -> None:
+    short = "Parking is in the basement."
+    hits = hits_of(short, FILLER + " The basement parking closes at 22:00.", FILLER)
+    cfg = ContextConfig(budget_tokens=60, whole_passage_tokens=20, neighbours=0)
+    out = compress(
+        "When does the basement parking close?", hits, TermStats([h.chunk for h in hits]), cfg
+    )
+    assert out.hits[0].chunk.text == short
+    assert "22:00" in out.hits[1].chunk.text
+    total = sum(estimate_tokens(h.chunk.text) for h in out.hits)
+    assert total <= 60 + 20
+    assert [h.rank for h in out.hits] == sorted(h.rank for h in out.hits)
+
+
+def test_a_passage_without_question_words_still_gets_its_first_sentence() -> None:
+    hits = hits_of("Alpha beta gamma. Delta epsilon. " + FILLER)
+    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=0)
+    out = compress("What is the refund window?", hits, TermStats([h.chunk for h in hits]), cfg)
+    assert out.hits[0].chunk.text.startswith("Alpha beta gamma.")
+
+
+def test_nothing_is_cut_when_everything_fits() -> None:
+    hits = hits_of("One fact about refunds. Another fact about refunds.")
+    cfg = ContextConfig(budget_tokens=500)
+    out = compress("refunds?", hits, TermStats([h.chunk for h in hits]), cfg)
+    assert out.hits == tuple(hits)

@@ -1,0 +1,135 @@
+"""The router policy: keep, escalate or abstain, each with a sentence and its numbers; fitting."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from rag.config import EscalationConfig, LogisticParams, RouterConfig
+from rag.errors import CorpusError
+from rag.escalation import POLICIES
+from rag.evaluation.router_fit import fit_router, load_details
+from rag.router import RouterPolicy
+from rag.types import Chunk, Hit, Source, Sufficiency, Usage
+
+PASSAGE = "Hotel expenses are capped at 160 EUR per night in Berlin."
+# P(draft right) rises with support and falls when the draft declines.
+DRAFT = LogisticParams(bias=0.0, weights={"support": 3.0, "declines": -3.0})
+
+
+def policy(**router: Any) -> RouterPolicy:
+    cfg = EscalationConfig(router=RouterConfig(draft=DRAFT, **router))
+    made = POLICIES["router"](cfg)
+    assert isinstance(made, RouterPolicy)
+    return made
+
+
+def sources() -> list[Source]:
+    chunk = Chunk("c0", "d0", "policies/travel.md", "Travel", "Hotels", PASSAGE, 0)
+    return [Source(1, Hit(chunk, 1.0, 1))]
+
+
+def suff(p: float) -> Sufficiency:
+    return Sufficiency({"coverage_idf": p}, p)
+
+
+def test_router_is_the_default_policy() -> None:
+    assert EscalationConfig().policy == "router"
+
+
+def test_keeps_a_supported_draft_and_says_why() -> None:
+    d = policy().after_draft(
+        "hybrid", sources(), "Hotels are capped at 160 EUR per night [1].", suff(0.9)
+    )
+    assert not d.escalate and not d.abstain
+    assert d.reason.startswith("kept the draft: the router puts the chance it is right at 0.")
+    assert "context sufficiency 0.90" in d.reason
+    assert d.signals["p_draft_right"] >= 0.5
+
+
+def test_escalates_a_declining_draft_when_the_context_looks_sufficient() -> None:
+    draft = "The sources do not mention the hotel cap [1]."
+    d = policy().after_draft("hybrid", sources(), draft, suff(0.9))
+    assert d.escalate and not d.abstain
+    assert "escalated: the router puts the chance the draft is right at" in d.reason
+    assert 'the draft says "not mention' in d.reason or "do not mention" in d.reason
+
+
+def test_abstains_when_context_is_weak_and_the_draft_unsupported() -> None:
+    draft = "Paris is the capital of France [1]."
+    d = policy(abstain_below=0.3).after_draft("bm25", sources(), draft, suff(0.1))
+    assert d.abstain and not d.escalate
+    assert "context sufficiency 0.10 is below 0.30" in d.reason
+    assert "do not seem to cover" in d.reason
+
+
+def test_weak_context_with_a_supported_draft_is_not_abstained() -> None:
+    d = policy(abstain_below=0.3).after_draft(
+        "bm25", sources(), "Hotels are capped at 160 EUR per night [1].", suff(0.1)
+    )
+    assert not d.abstain
+
+
+def test_before_draft_abstains_only_below_skip() -> None:
+    p = policy(skip_below=0.05)
+    hits = [s.hit for s in sources()]
+    assert p.before_draft("bm25", hits, suff(0.02)).abstain
+    assert (
+        "context sufficiency 0.02 is below 0.05" in p.before_draft("bm25", hits, suff(0.02)).reason
+    )
+    assert not p.before_draft("bm25", hits, suff(0.5)).abstain
+    assert not p.before_draft("bm25", hits, None).abstain  # unscored: never abstain blindly
+
+
+def test_missing_logprobs_are_unknown_not_confident() -> None:
+    cfg = RouterConfig(
+        draft=LogisticParams(weights={"logprob_mean": 2.0}, means={"logprob_mean": -1.0})
+    )
+    p = RouterPolicy(EscalationConfig(router=cfg))
+    draft = "Hotels are capped at 160 EUR per night [1]."
+    unknown = p.after_draft("bm25", sources(), draft, suff(0.9), Usage("m", 1, 2, 3, 4, False))
+    confident = p.after_draft(
+        "bm25", sources(), draft, suff(0.9), Usage("m", 1, 2, 3, 4, False, logprob_mean=-0.01)
+    )
+    assert unknown.signals["p_draft_right"] == pytest.approx(0.5)
+    assert confident.signals["p_draft_right"] > 0.8
+
+
+def _rows(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        impossible = i % 3 == 0
+        cov = rng.uniform(0.0, 0.5) if impossible else rng.uniform(0.4, 1.0)
+        support = rng.uniform(0.2, 0.7) if impossible else rng.uniform(0.4, 1.0)
+        correct = None if impossible else support > 0.6
+        evasive = "not mentioned" if impossible and rng.random() < 0.5 else None
+        rows.append({
+            "id": f"q{i}", "mode": "never", "split": "dev", "impossible": impossible,
+            "correct": correct, "declined": bool(evasive),
+            "signals": {"ctx_coverage_idf": cov, "ctx_coverage": cov, "ctx_unknown": 1 - cov,
+                        "support": support, "evasive": evasive, "chars": 60, "markers": [1]},
+        })  # fmt: skip
+    return rows
+
+
+def test_fit_router_meets_its_dev_constraints() -> None:
+    router, summary = fit_router(_rows(300), target_escalation=0.3, min_support=0.5)
+    assert router.sufficiency.weights["coverage_idf"] > 0
+    assert summary["false_abstain"] <= 0.03
+    assert summary["abstained_impossible"] > 0.3
+    assert 0.2 <= summary["escalated"] <= 0.4
+    assert 0 <= router.skip_below <= router.abstain_below <= 1
+
+
+def test_load_details_refuses_test_rows(tmp_path: Any) -> None:
+    import json
+
+    path = tmp_path / "d.jsonl"
+    rows = _rows(4)
+    rows[0]["split"] = "test"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CorpusError, match="fit on dev only"):
+        load_details(path)
