@@ -283,7 +283,7 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
             return 0
 
 
-# ---- eval / bench / compare (thin wrappers; the work lives in rag.evaluation and rag.bench_*) ----
+# ---- eval / bench / compare (thin wrappers; the work lives in rag.measure.eval and rag.bench_*) ----
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
@@ -307,7 +307,7 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_eval_retrieval(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.beir import eval_retrieval
+    from rag.measure.eval.beir import eval_retrieval
 
     names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
     rows = eval_retrieval(Path(args.data), args.split, names, cfg)
@@ -316,7 +316,7 @@ def cmd_eval_retrieval(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_retrieval(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.bench_retrieval import bench_retrieval
+    from rag.measure.retrieval_bench import bench_retrieval
 
     names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
     _print_rows(bench_retrieval(cfg, args.chunks, names, queries=args.queries), args.json)
@@ -324,7 +324,7 @@ def cmd_bench_retrieval(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_embed(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.bench_embed import bench_embed
+    from rag.measure.embed_bench import bench_embed
 
     row = bench_embed(cfg, args.passages)
     _print_rows([row], args.json)
@@ -333,7 +333,7 @@ def cmd_bench_embed(cfg: Config, args: argparse.Namespace) -> int:
 
 def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
     from rag.assistant import build_assistant
-    from rag.evaluation.answers import with_reference_prices
+    from rag.measure.eval.answers import with_reference_prices
 
     if getattr(args, "cost_profile", "config") == "reference":
         cfg = with_reference_prices(cfg)
@@ -341,7 +341,7 @@ def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
 
 
 def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.answers import eval_answers, load_qa
+    from rag.measure.eval.answers import eval_answers, load_qa
 
     items = load_qa(Path(args.data))[: args.limit or None]
     modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
@@ -359,7 +359,7 @@ def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.answers import calibrate, load_qa
+    from rag.measure.eval.answers import calibrate, load_qa
 
     names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
     rows = calibrate(_qa_assistant(cfg, args), load_qa(Path(args.data)), names)
@@ -370,8 +370,8 @@ def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.answers import load_qa
-    from rag.evaluation.injection import eval_injection
+    from rag.measure.eval.answers import load_qa
+    from rag.measure.eval.injection import eval_injection
 
     items = [i for i in load_qa(Path(args.data)) if not i.impossible][: args.limit]
     assistant = _qa_assistant(cfg, args)
@@ -389,7 +389,7 @@ def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.compare import DEFAULT_PROMPTS, compare_models
+    from rag.measure.compare import DEFAULT_PROMPTS, compare_models
     from rag.models import make_chat_model
 
     prompts = args.prompt or list(DEFAULT_PROMPTS)
@@ -402,7 +402,7 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.bench_load import bench_load
+    from rag.measure.load import bench_load
 
     row = bench_load(
         args.sessions, args.questions, token_delay_s=args.token_delay, port=args.port,

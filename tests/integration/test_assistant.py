@@ -18,6 +18,7 @@ from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.config import Config, load_config
 from rag.escalation import SignalPolicy
 from rag.index import IndexManager
+from rag.measure.fake_openai import FakeOpenAI, Fault, RecordedRequest, closed_port_url, tokenize
 from rag.models import estimate_tokens, make_chat_model
 from rag.models.openai_compat import OpenAICompatModel
 from rag.prompts import DRAFT_HINT, REFINE
@@ -33,7 +34,6 @@ from rag.types import (
     StageStarted,
     Token,
 )
-from tests.fake_openai import FakeOpenAI, Fault, RecordedRequest, closed_port_url, tokenize
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "mini_corpus"
 SLM, LLM = "tiny-slm", "big-llm"

@@ -30,13 +30,13 @@ from pymilvus.exceptions import MilvusException
 from rag.config import BM25Config, Config, MilvusConfig, RetrievalConfig, load_config
 from rag.errors import IndexError_, RetrieverUnavailable
 from rag.index import IndexManager
+from rag.measure.fake_openai import free_port
 from rag.retrieval import make_retriever
 from rag.retrieval import milvus as milvus_module
 from rag.retrieval.base import Retriever
 from rag.retrieval.bm25 import BM25Retriever
 from rag.retrieval.encoder import Encoder
 from rag.retrieval.milvus import MilvusRetriever, Mode, display_uri, release
-from tests.fake_openai import free_port
 from tests.unit.retriever_contract import (
     CORPUS,
     RetrieverContract,

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.bench_embed import bench_embed, generated_passages
 from rag.config import Config, CorpusConfig, EmbeddingConfig, RetrievalConfig
 from rag.errors import IndexError_, RetrieverUnavailable
+from rag.measure.embed_bench import bench_embed, generated_passages
 from rag.models.artifacts import (
     EMBEDDING_DIM,
     build_all,

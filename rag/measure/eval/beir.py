@@ -2,7 +2,7 @@
 
 Each BEIR document becomes one chunk (id = doc id), every retriever is built fresh on them and
 asked for its top 100 per query; hits are mapped to doc ids (first occurrence kept) and scored
-with rag.evaluation.metrics. ``qps`` times the whole query batch (``search_many`` where a
+with rag.measure.eval.metrics. ``qps`` times the whole query batch (``search_many`` where a
 retriever has it), ``build_s`` times construction plus ``build``.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from rag.config import Config, HybridConfig
 from rag.errors import ConfigError, CorpusError
-from rag.evaluation.metrics import evaluate
+from rag.measure.eval.metrics import evaluate
 from rag.retrieval.base import Retriever
 from rag.types import Chunk, Hit
 

@@ -222,7 +222,7 @@ def bench_retrieval(
         raise ConfigError(f"--chunks must be between 1 and {MAX_CHUNKS:,}, got {n_chunks}")
     if queries < 1:
         raise ConfigError(f"queries must be at least 1, got {queries}")
-    from rag.evaluation.beir import resolve_names
+    from rag.measure.eval.beir import resolve_names
 
     rows = []
     for name in resolve_names(names):
