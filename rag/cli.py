@@ -14,9 +14,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from rag.config import Config, Mode, Strategy, load_config
+from rag.config import MODES, RETRIEVER_NAMES, ROLES, STRATEGIES, Config, Mode, load_config
 from rag.errors import ConfigError, InputError, RagError
 from rag.types import (
     ContextPacked,
@@ -33,7 +33,7 @@ from rag.types import (
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-RETRIEVER_CHOICES = ["lexical", "bm25", "embedding", "hybrid"]
+RETRIEVER_CHOICES: list[str] = list(RETRIEVER_NAMES)
 
 
 def _err(msg: str) -> None:
@@ -449,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("question")
     s.add_argument("--retriever", choices=RETRIEVER_CHOICES)
     s.add_argument("--top-k", type=_ranged(int, 1, 50), dest="top_k", metavar="1-50")
-    s.add_argument("--mode", choices=list(get_args(Mode)))
-    s.add_argument("--strategy", choices=list(get_args(Strategy)))
+    s.add_argument("--mode", choices=list(MODES))
+    s.add_argument("--strategy", choices=list(STRATEGIES))
     s.add_argument("--temperature", type=_ranged(float, 0, 2), metavar="0-2")
     s.add_argument("--seed", type=int)
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -485,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
         "answers", help="contains-gold, F1, abstention, escalation, latency, cost per mode"
     )
     s.add_argument("--data", default="eval/docs_qa")
-    s.add_argument("--mode", default="all", choices=[*get_args(Mode)[:3], "all"])
-    s.add_argument("--strategy", choices=list(get_args(Strategy)))
+    s.add_argument("--mode", default="all", choices=[*(m for m in MODES if m != "compare"), "all"])
+    s.add_argument("--strategy", choices=list(STRATEGIES))
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
     s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
                    help="reference: large model priced 10x the small one")  # fmt: skip
@@ -502,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = ev.add_parser("injection", help="prompt-injection obedience before/after the hygiene")
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--role", default="slm", choices=["slm", "llm"])
+    s.add_argument("--role", default="slm", choices=list(ROLES))
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_injection)
 
