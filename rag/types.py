@@ -93,7 +93,7 @@ class Decision:
     abstain: bool = False
 
 
-# ---- events the assistant yields (rendered by app.py and the CLI) ----
+# ---- events the assistant yields (rendered by webui/ and the CLI) ----
 
 
 @dataclass(frozen=True)
