@@ -51,7 +51,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,10 +62,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-import socketio
-
 from rag.errors import ConfigError, RagError
+from rag.stats import percentile
+
+try:  # the load client's libraries are an extra, not a dependency of the app
+    import httpx
+    import socketio
+except ImportError as exc:
+    raise RagError(
+        f"`rag bench load` needs {exc.name}, which the `load` extra installs: "
+        "pip install -e '.[load]' (make install does)"
+    ) from None
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOCKET_PATH = "/ws/socket.io"
@@ -418,11 +424,7 @@ def _merged_steps(log: SessionLog) -> dict[str, dict[str, Any]]:
 
 
 def _pct(values: Sequence[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+    return percentile(values, q) if values else None
 
 
 # -- the servers ------------------------------------------------------------------------------
