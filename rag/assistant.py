@@ -7,10 +7,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from rag.citations import check_citations
 from rag.compress import compress
-from rag.config import Config, Mode, ModelConfig, Strategy
-from rag.errors import InputError, ModelError, RagError, RetrieverUnavailable
+from rag.config import Config, EscalationConfig, Mode, ModelConfig, Strategy
+from rag.errors import ConfigError, InputError, ModelError, RagError, RetrieverUnavailable
 from rag.escalation import POLICIES, EscalationPolicy, SignalPolicy
 from rag.index import IndexManager, Progress
 from rag.models import CallRecord, ChatModel, Message, make_chat_model
@@ -21,6 +23,7 @@ from rag.prompts import (
     refine_messages,
     retrieval_only_answer,
 )
+from rag.retrieval.base import HasDenseSide, HasSparseSide
 from rag.sufficiency import features as sufficiency_features
 from rag.sufficiency import predict
 from rag.termstats import TermStats
@@ -36,7 +39,6 @@ from rag.types import (
     Metrics,
     Notice,
     Retrieved,
-    Source,
     StageFinished,
     StageStarted,
     Sufficiency,
@@ -144,9 +146,6 @@ class Assistant:
         raise RetrieverUnavailable("no retriever could run; see the notes above")
 
     # ---- models ----
-
-    def _model_cfg(self, model: ChatModel) -> ModelConfig:
-        return self.cfg.models.slm if model is self.slm else self.cfg.models.llm
 
     async def _stage(
         self,
@@ -416,7 +415,8 @@ class Assistant:
         """The best cosine of the question to any passage, when an embedding index is in use."""
         if name == "embedding":
             return hits[0].score if hits else None
-        dense = getattr(self.index.get(name), "dense", None) if name == "hybrid" else None
+        fused = self.index.get(name) if name == "hybrid" else None
+        dense = fused.dense if isinstance(fused, HasDenseSide) else None
         if dense is None:
             return None
         top = dense.search(question, 1)
@@ -433,10 +433,11 @@ class Assistant:
         about how well the corpus covers a question; hybrid is judged on its bm25 side instead
         (one extra sparse search, ~1 ms).
         """
-        sparse = getattr(self.index.get(name), "sparse", None) if name == "hybrid" else None
+        fused = self.index.get(name) if name == "hybrid" else None
+        sparse = fused.sparse if isinstance(fused, HasSparseSide) else None
         if sparse is None:
             return name, hits
-        return str(getattr(sparse, "name", "bm25")), list(sparse.search(question, 2))
+        return sparse.name, list(sparse.search(question, 2))
 
     def _policy_for(self, opts: AskOptions, retriever: str) -> EscalationPolicy:
         """The configured policy, or one with this session's thresholds."""
@@ -453,8 +454,15 @@ class Assistant:
         if opts.min_draft_chars is not None:
             update["min_draft_chars"] = opts.min_draft_chars
         if opts.weak_context is not None:
-            update["weak_context"] = {**esc.weak_context, retriever: opts.weak_context}
-        return POLICIES[esc.policy](esc.model_copy(update=update))
+            weak: dict[str, float] = {k: v for k, v in esc.weak_context.items()}
+            weak[retriever] = opts.weak_context  # validated below: a name must be a retriever
+            update["weak_context"] = weak
+        # Validated like rag.yaml (model_copy would not): a bad override fails here, by name.
+        try:
+            merged = EscalationConfig.model_validate({**esc.model_dump(), **update})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid escalation override {update}: {exc}") from None
+        return POLICIES[esc.policy](merged)
 
     def _abstain_text(self, decision: Decision) -> str:
         return (
@@ -462,19 +470,9 @@ class Assistant:
             f"({decision.reason}.) Try rephrasing, or check the passages listed under Retrieve."
         )
 
-    def llm_only_cost(self, usage_in: int, usage_out: int) -> float:
-        """What the same tokens would cost on the large model (the saving shown in demos)."""
-        m = self.cfg.models.llm
-        return (usage_in * m.price_in_per_1k + usage_out * m.price_out_per_1k) / 1000.0
-
 
 def build_assistant(cfg: Config, progress: Progress | None = None) -> Assistant:
     """Wire the index, the two models and the escalation policy from the configuration."""
     index = IndexManager(cfg, progress)
     policy = POLICIES[cfg.escalation.policy](cfg.escalation)
     return Assistant(cfg, index, make_chat_model(cfg, "slm"), make_chat_model(cfg, "llm"), policy)
-
-
-def sources_of(done: Done) -> list[Source]:
-    """Sources the answer actually cites (verified), in marker order."""
-    return [c.source for c in done.citations if c.source is not None]

@@ -14,9 +14,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from rag.config import Config, Mode, Strategy, load_config
+from rag.config import MODES, RETRIEVER_NAMES, ROLES, STRATEGIES, Config, Mode, load_config
 from rag.errors import ConfigError, InputError, RagError
 from rag.types import (
     ContextPacked,
@@ -33,7 +33,7 @@ from rag.types import (
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-RETRIEVER_CHOICES = ["lexical", "bm25", "embedding", "hybrid"]
+RETRIEVER_CHOICES: list[str] = list(RETRIEVER_NAMES)
 
 
 def _err(msg: str) -> None:
@@ -284,7 +284,7 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
             return 0
 
 
-# ---- eval / bench / compare (thin wrappers; the work lives in rag.evaluation and rag.bench_*) ----
+# ---- eval / bench / compare (thin wrappers; the work lives in rag.measure.eval and rag.bench_*) ----
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
@@ -308,7 +308,7 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_eval_retrieval(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.beir import eval_retrieval
+    from rag.measure.eval.beir import eval_retrieval
 
     names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
     rows = eval_retrieval(Path(args.data), args.split, names, cfg)
@@ -317,7 +317,7 @@ def cmd_eval_retrieval(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_retrieval(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.bench_retrieval import bench_retrieval
+    from rag.measure.retrieval_bench import bench_retrieval
 
     names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
     _print_rows(bench_retrieval(cfg, args.chunks, names, queries=args.queries), args.json)
@@ -325,7 +325,7 @@ def cmd_bench_retrieval(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_embed(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.bench_embed import bench_embed
+    from rag.measure.embed_bench import bench_embed
 
     row = bench_embed(cfg, args.passages)
     _print_rows([row], args.json)
@@ -334,7 +334,7 @@ def cmd_bench_embed(cfg: Config, args: argparse.Namespace) -> int:
 
 def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
     from rag.assistant import build_assistant
-    from rag.evaluation.answers import with_reference_prices
+    from rag.measure.eval.answers import with_reference_prices
 
     if getattr(args, "cost_profile", "config") == "reference":
         cfg = with_reference_prices(cfg)
@@ -342,7 +342,7 @@ def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
 
 
 def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.answers import eval_answers, load_qa
+    from rag.measure.eval.answers import eval_answers, load_qa
 
     items = load_qa(Path(args.data), args.split)[: args.limit or None]
     modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
@@ -369,7 +369,7 @@ def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_eval_fit_router(cfg: Config, args: argparse.Namespace) -> int:
     import yaml
 
-    from rag.evaluation.router_fit import fit_router, load_details
+    from rag.measure.eval.router_fit import fit_router, load_details
 
     rows = load_details(Path(args.details))
     router, summary = fit_router(rows, args.target_escalation, cfg.escalation.min_support)
@@ -383,7 +383,7 @@ def cmd_eval_fit_router(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.answers import calibrate, load_qa
+    from rag.measure.eval.answers import calibrate, load_qa
 
     names = RETRIEVER_CHOICES if args.retriever == "all" else [args.retriever]
     rows = calibrate(_qa_assistant(cfg, args), load_qa(Path(args.data)), names)
@@ -394,8 +394,8 @@ def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.evaluation.answers import load_qa
-    from rag.evaluation.injection import eval_injection
+    from rag.measure.eval.answers import load_qa
+    from rag.measure.eval.injection import eval_injection
 
     items = [i for i in load_qa(Path(args.data)) if not i.impossible][: args.limit]
     assistant = _qa_assistant(cfg, args)
@@ -413,7 +413,7 @@ def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.compare import DEFAULT_PROMPTS, compare_models
+    from rag.measure.compare import DEFAULT_PROMPTS, compare_models
     from rag.models import make_chat_model
 
     prompts = args.prompt or list(DEFAULT_PROMPTS)
@@ -426,7 +426,7 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.bench_load import bench_load
+    from rag.measure.load import bench_load
 
     row = bench_load(
         args.sessions, args.questions, token_delay_s=args.token_delay, port=args.port,
@@ -473,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("question")
     s.add_argument("--retriever", choices=RETRIEVER_CHOICES)
     s.add_argument("--top-k", type=_ranged(int, 1, 50), dest="top_k", metavar="1-50")
-    s.add_argument("--mode", choices=list(get_args(Mode)))
-    s.add_argument("--strategy", choices=list(get_args(Strategy)))
+    s.add_argument("--mode", choices=list(MODES))
+    s.add_argument("--strategy", choices=list(STRATEGIES))
     s.add_argument("--temperature", type=_ranged(float, 0, 2), metavar="0-2")
     s.add_argument("--seed", type=int)
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -509,8 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
         "answers", help="contains-gold, F1, abstention, escalation, latency, cost per mode"
     )
     s.add_argument("--data", default="eval/docs_qa")
-    s.add_argument("--mode", default="all", choices=[*get_args(Mode)[:3], "all"])
-    s.add_argument("--strategy", choices=list(get_args(Strategy)))
+    s.add_argument("--mode", default="all", choices=[*(m for m in MODES if m != "compare"), "all"])
+    s.add_argument("--strategy", choices=list(STRATEGIES))
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
     s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
                    help="reference: large model priced 10x the small one")  # fmt: skip
@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = ev.add_parser("injection", help="prompt-injection obedience before/after the hygiene")
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--role", default="slm", choices=["slm", "llm"])
+    s.add_argument("--role", default="slm", choices=list(ROLES))
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_injection)
 

@@ -10,17 +10,37 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rag.errors import ConfigError
 
+# Every list of choices is written once, here; the registry, the CLI, the settings panel and the
+# history mapping derive theirs with typing.get_args (tests/unit/test_choices.py checks it).
 RetrieverName = Literal["lexical", "bm25", "embedding", "hybrid"]
 Provider = Literal["embedded", "foundry-local", "ollama", "openai-compatible"]
 Mode = Literal["auto", "never", "always", "compare"]
 Strategy = Literal["answer", "refine"]
+Role = Literal["slm", "llm"]
+Store = Literal["local", "milvus"]
+MilvusKind = Literal["bm25", "embedding", "hybrid"]  # what a Milvus collection can hold
+
+RETRIEVER_NAMES: tuple[RetrieverName, ...] = get_args(RetrieverName)
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
+MODES: tuple[Mode, ...] = get_args(Mode)
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+ROLES: tuple[Role, ...] = get_args(Role)
+
+# A number per retriever: a key that is not a retriever name fails validation.
+PerRetriever = dict[RetrieverName, float]
+
+
+def per_retriever(values: PerRetriever, name: str) -> float | None:
+    """``values[name]`` for a retriever named at run time; None when it has no entry."""
+    return next((value for key, value in values.items() if key == name), None)
+
 
 PROVIDER_URLS: dict[str, str] = {
     "foundry-local": "http://localhost:5273/v1",
@@ -95,13 +115,12 @@ class RetrievalConfig(_Model):
     """Which retriever answers by default and how each one is tuned."""
 
     retriever: RetrieverName = "hybrid"
-    store: Literal["local", "milvus"] = "local"  # where bm25/embedding/hybrid indexes live
+    store: Store = "local"  # where bm25/embedding/hybrid indexes live
     milvus: MilvusConfig = MilvusConfig()
     top_k: int = Field(5, ge=1, le=50)
     bm25: BM25Config = BM25Config()
     embedding: EmbeddingConfig = EmbeddingConfig()
     hybrid: HybridConfig = HybridConfig()
-    rerank: bool = False  # seam only: no cross-encoder ships offline
 
 
 class ContextConfig(_Model):
@@ -190,14 +209,14 @@ class EscalationConfig(_Model):
     router: RouterConfig = RouterConfig()
     min_draft_chars: int = Field(40, ge=0)
     # weak context: top score below this, per retriever (scores are not comparable)
-    weak_context: dict[str, float] = {
+    weak_context: PerRetriever = {
         "lexical": 0.2,
         "bm25": 4.54,
         "embedding": 0.51,
         "hybrid": 0.0,
     }
     # ambiguous context: top score minus the second below this, per retriever (0 = off)
-    min_margin: dict[str, float] = {"lexical": 0.0, "bm25": 0.0, "embedding": 0.0, "hybrid": 0.0}
+    min_margin: PerRetriever = {"lexical": 0.0, "bm25": 0.0, "embedding": 0.0, "hybrid": 0.0}
     on_weak_context: Literal["abstain", "escalate"] = "abstain"
     min_support: float = Field(0.5, ge=0, le=1)
     marker_first: bool = True  # escalate drafts that start with "[n]" instead of an answer

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rag.citations import find_markers, is_citation_only, strip_markers, support_score
-from rag.config import EscalationConfig
+from rag.config import EscalationConfig, per_retriever
 from rag.errors import ConfigError
+from rag.text import chunk_text
 from rag.types import Decision, Hit, Source, Sufficiency, Usage
 
 _COVER = "the documents do not seem to cover this"
@@ -174,7 +175,7 @@ class SignalPolicy:
         support = support_score(draft, [_passage(s.hit) for s in cited or sources])
         scores = sorted((source.hit.score for source in sources), reverse=True)
         ctx = self._context(retriever, scores)
-        min_margin = cfg.min_margin.get(retriever, 0.0)
+        min_margin = per_retriever(cfg.min_margin, retriever) or 0.0
         margin = ctx.margin
 
         parts: dict[str, str] = {}
@@ -294,7 +295,7 @@ class SignalPolicy:
             count=len(scores),
             top=scores[0] if scores else None,
             second=scores[1] if len(scores) > 1 else None,
-            threshold=self.cfg.weak_context.get(retriever),
+            threshold=per_retriever(self.cfg.weak_context, retriever),
         )
 
     def evasive_match(self, text: str) -> str | None:
@@ -364,8 +365,7 @@ def suggest_threshold(
 
 def _passage(hit: Hit) -> str:
     """What the model saw of a hit: title and heading count as support as well as the text."""
-    chunk = hit.chunk
-    return f"{chunk.title}\n{chunk.heading}\n{chunk.text}"
+    return chunk_text(hit.chunk)
 
 
 def _fmt(x: float, digits: int = 2) -> str:

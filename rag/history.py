@@ -1,4 +1,4 @@
-"""Chat history and sign-in: the SQLite schema Chainlit's SQLAlchemy data layer expects, users.
+"""Chat history: the SQLite schema Chainlit's SQLAlchemy data layer expects, and element files.
 
 Chainlit's ``SQLAlchemyDataLayer`` (chainlit/data/sql_alchemy.py) writes raw SQL against five
 tables it never creates. ``ensure_schema`` creates them in a SQLite file (idempotent), with the
@@ -6,31 +6,22 @@ column names that file uses (quoted camelCase). SQLite has no arrays or JSON col
 ``sqlite_params`` turns list/dict parameters into JSON text on the way in and ``decode_thread``
 turns them back on the way out.
 
-Sign-in is off unless both CHAINLIT_AUTH_SECRET and RAG_USERS ("alice:pw1,bob:pw2") are set:
-Chainlit lists a user's threads only for a signed-in user, so history shows in the sidebar only
-then. ``options_from_settings`` rebuilds a session's question options from the chat settings a
-resumed thread saved, so the thread continues with the settings it had.
+Sign-in lives in rag/signin.py, the mapping of saved chat settings in rag/chat_settings.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
-import re
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from rag.assistant import AskOptions
 from rag.errors import ConfigError
 
 DB_NAME = "chat.db"
-DEMO_SEED = 42
 
 # Column names and order follow chainlit/data/sql_alchemy.py (Chainlit 2.12) and the schema in
 # https://docs.chainlit.io/data-layers/sqlalchemy, with Postgres types mapped to SQLite:
@@ -163,7 +154,7 @@ def sqlite_params(parameters: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _json_or(value: Any, kind: type) -> Any:
+def json_or(value: Any, kind: type) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         try:
             decoded = json.loads(value)
@@ -179,14 +170,14 @@ _BOOLEAN_STEP_FIELDS = ("streaming", "waitForAnswer", "isError", "defaultOpen", 
 def decode_thread(thread: Mapping[str, Any]) -> dict[str, Any]:
     """A thread read from SQLite with its JSON text columns turned back into lists and dicts."""
     out = dict(thread)
-    out["tags"] = _json_or(out.get("tags"), list)
-    out["metadata"] = _json_or(out.get("metadata"), dict)
+    out["tags"] = json_or(out.get("tags"), list)
+    out["metadata"] = json_or(out.get("metadata"), dict)
     steps = []
     for step in out.get("steps") or []:
         s = dict(step)
         for key in ("metadata", "generation"):
-            s[key] = _json_or(s.get(key), dict)
-        s["tags"] = _json_or(s.get("tags"), list)
+            s[key] = json_or(s.get(key), dict)
+        s["tags"] = json_or(s.get("tags"), list)
         for key in _BOOLEAN_STEP_FIELDS:  # SQLite returns 0/1; the UI expects true/false
             if isinstance(s.get(key), int) and not isinstance(s.get(key), bool):
                 s[key] = bool(s[key])
@@ -221,161 +212,5 @@ def may_read(object_key: str, user_id: str | None) -> bool:
 
 
 def file_url(object_key: str, root_path: str = "") -> str:
-    """The URL app.py serves a stored element file at."""
+    """The URL webui/routes.py serves a stored element file at."""
     return f"{root_path}{FILES_ROUTE}/{quote(object_key, safe='/')}"
-
-
-# -- sign-in -----------------------------------------------------------------------------------
-
-_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-
-
-@dataclass(frozen=True)
-class Users:
-    """The accounts allowed to sign in; passwords are kept as SHA-256 digests only."""
-
-    digests: Mapping[str, bytes]
-
-    def check(self, username: str, password: str) -> bool:
-        """True when the name is known and the password matches (constant-time comparison)."""
-        wanted = self.digests.get(username)
-        given = hashlib.sha256(password.encode("utf-8")).digest()
-        if wanted is None:
-            hmac.compare_digest(given, given)  # same work for unknown names
-            return False
-        return hmac.compare_digest(wanted, given)
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.digests)
-
-
-def parse_users(spec: str) -> Users:
-    """Parse RAG_USERS ("alice:pw1,bob:pw2") or raise ConfigError naming the bad entry."""
-    digests: dict[str, bytes] = {}
-    for n, raw in enumerate(spec.split(","), 1):
-        entry = raw.strip()
-        if not entry:
-            continue
-        name, sep, password = entry.partition(":")
-        name = name.strip()
-        if not sep or not password:
-            raise ConfigError(
-                f"RAG_USERS entry {n} ({name or entry!r}) has no password; "
-                'write users as "name:password" separated by commas, e.g. "alice:s3cret,bob:pa55"'
-            )
-        if not _USER_NAME.fullmatch(name):
-            raise ConfigError(
-                f"RAG_USERS entry {n}: user name {name!r} is not valid; use 1-64 letters, "
-                "digits or . _ @ - (no spaces, commas or colons)"
-            )
-        if name in digests:
-            raise ConfigError(f"RAG_USERS names user {name!r} twice; keep one entry per user")
-        digests[name] = hashlib.sha256(password.encode("utf-8")).digest()
-    if not digests:
-        raise ConfigError(
-            'RAG_USERS is set but names no user; write "name:password" pairs separated by '
-            "commas, or unset it to run without sign-in"
-        )
-    return Users(digests)
-
-
-@dataclass(frozen=True)
-class AuthSetup:
-    """Whether sign-in is on, and why not when it is off (for the start-up log)."""
-
-    users: Users | None
-    reason: str
-
-    @property
-    def enabled(self) -> bool:
-        return self.users is not None
-
-
-def auth_setup(environ: Mapping[str, str]) -> AuthSetup:
-    """Sign-in is on when CHAINLIT_AUTH_SECRET and RAG_USERS are both set; a bad RAG_USERS raises."""
-    secret = environ.get("CHAINLIT_AUTH_SECRET", "").strip()
-    spec = environ.get("RAG_USERS", "").strip()
-    if not spec:
-        return AuthSetup(
-            None,
-            "sign-in is off (RAG_USERS is not set): chat history is stored, but Chainlit lists "
-            "threads in the sidebar only for signed-in users",
-        )
-    users = parse_users(spec)
-    if not secret:
-        return AuthSetup(
-            None,
-            "sign-in is off: RAG_USERS is set but CHAINLIT_AUTH_SECRET is not; create a secret "
-            "with `chainlit create-secret` and export it to turn sign-in on",
-        )
-    return AuthSetup(
-        users, f"sign-in is on for {len(users.names)} user(s): {', '.join(users.names)}"
-    )
-
-
-# -- resuming a thread -------------------------------------------------------------------------
-
-SETTINGS_KEY = "rag_settings"  # where app.py records the settings panel's values on each answer
-
-
-def settings_from_thread(thread: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a resumed thread continues with: those of its last answer.
-
-    Each answer's step metadata records the settings panel's values it was asked with. Chainlit
-    also saves the session's settings in the thread's metadata, but only when the browser
-    disconnects, which can land after a reload has already resumed the thread (and a resumed
-    session then saves its own values over them); the answers' record has no such race.
-    """
-    for step in reversed(list(thread.get("steps") or [])):
-        meta = _json_or(step.get("metadata"), dict) if isinstance(step, Mapping) else None
-        if isinstance(meta, dict) and isinstance(meta.get(SETTINGS_KEY), dict):
-            return dict(meta[SETTINGS_KEY])
-    meta = _json_or(thread.get("metadata"), dict)
-    saved = meta.get("chat_settings") if isinstance(meta, dict) else None
-    return dict(saved) if isinstance(saved, dict) else {}
-
-
-def _number(value: Any) -> float | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _choice(value: Any, choices: tuple[str, ...]) -> Any:
-    return value if isinstance(value, str) and value in choices else None
-
-
-def options_from_settings(
-    settings: Mapping[str, Any] | None,
-    *,
-    retrievers: tuple[str, ...] = ("lexical", "bm25", "embedding", "hybrid"),
-    default_mode: str | None = None,
-) -> AskOptions:
-    """AskOptions from the chat settings panel's values (fresh or saved with a thread).
-
-    Unknown or malformed values are dropped (rag.yaml's defaults apply), so an old thread saved
-    by another version never stops a resumed chat.
-    """
-    s = settings or {}
-    demo = s.get("demo") is True
-    top_k = _number(s.get("top_k"))
-    min_chars = _number(s.get("min_draft_chars"))
-    weak = _number(s.get("weak_context"))
-    temperature = _number(s.get("temperature"))
-    mode = _choice(s.get("mode"), ("auto", "never", "always", "compare")) or _choice(
-        default_mode, ("auto", "never", "always", "compare")
-    )
-    return AskOptions(
-        retriever=_choice(s.get("retriever"), retrievers),
-        top_k=int(top_k) if top_k is not None and top_k >= 1 else None,
-        mode=mode,
-        strategy=_choice(s.get("strategy"), ("answer", "refine")),
-        temperature=0.0 if demo else temperature,
-        seed=DEMO_SEED if demo else None,
-        min_draft_chars=int(min_chars) if min_chars is not None and min_chars >= 0 else None,
-        weak_context=weak if weak is not None and weak >= 0 else None,
-    )

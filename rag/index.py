@@ -25,6 +25,7 @@ from rag.config import Config
 from rag.corpus import chunk_documents, hash_corpus, load_documents
 from rag.errors import IndexError_, RagError
 from rag.retrieval import Retriever, make_retriever
+from rag.retrieval.base import CountsEncoded, ReportsProgress, Resettable, ReusesVectors
 from rag.types import Chunk
 
 MANIFEST_VERSION = 1
@@ -43,6 +44,14 @@ class IndexStatus:
     message: str
     skipped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RebuildReason:
+    """Why an index is built from scratch, in words, and whether its saved vectors still fit."""
+
+    text: str
+    vectors_reusable: bool = True  # False when the retriever's own settings (model…) changed
 
 
 def _chunks_to_jsonl(chunks: list[Chunk]) -> bytes:
@@ -151,9 +160,9 @@ class IndexManager:
                 name, "loaded", len(chunks), len(hashes), 0.0, "index is up to date"
             )
         retriever = make_retriever(name, self.cfg)
-        if force and hasattr(retriever, "reset"):
+        if force and isinstance(retriever, Resettable):
             retriever.reset()  # a remote store (Milvus) keeps its rows unless told to drop them
-        if hasattr(retriever, "progress"):
+        if isinstance(retriever, ReportsProgress):
             retriever.progress = self.progress
         fingerprint = retriever.fingerprint()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -165,7 +174,7 @@ class IndexManager:
                 try:
                     retriever.load(self.folder(name) / "artifacts", chunks)
                 except (RagError, OSError, ValueError, KeyError) as exc:
-                    reason = f"index artifacts are corrupt ({exc})"
+                    reason = RebuildReason(f"index artifacts are corrupt ({exc})")
                 else:
                     self._open[name] = (retriever, chunks, hashes)
                     return retriever, IndexStatus(
@@ -179,15 +188,19 @@ class IndexManager:
                     )
         else:
             manifest, chunks = {}, []
-            reason = "rebuild requested" if force else str(state)
+            reason = RebuildReason("rebuild requested" if force else str(state))
         with self.lock():
             self._remove_leftovers()
             status = self._build(name, retriever, fingerprint, hashes, manifest, chunks, reason, t0)
         return retriever, status
 
-    def _rebuild_reason(self, manifest: dict[str, Any], fingerprint: dict[str, str]) -> str | None:
+    def _rebuild_reason(
+        self, manifest: dict[str, Any], fingerprint: dict[str, str]
+    ) -> RebuildReason | None:
         if manifest.get("chunking") != self._chunking():
-            return f"chunking changed ({manifest.get('chunking')} → {self._chunking()})"
+            return RebuildReason(
+                f"chunking changed ({manifest.get('chunking')} → {self._chunking()})"
+            )
         old = manifest.get("fingerprint", {})
         if old != fingerprint:
             diffs = [
@@ -195,7 +208,8 @@ class IndexManager:
                 for k in sorted(set(old) | set(fingerprint))
                 if old.get(k) != fingerprint.get(k)
             ]
-            return "retriever settings changed (" + "; ".join(diffs) + ")"
+            text = "retriever settings changed (" + "; ".join(diffs) + ")"
+            return RebuildReason(text, vectors_reusable=False)
         return None
 
     def _build(
@@ -206,7 +220,7 @@ class IndexManager:
         hashes: dict[str, str],
         manifest: dict[str, Any],
         old_chunks: list[Chunk],
-        reason: str | None,
+        reason: RebuildReason | None,
         t0: float,
     ) -> IndexStatus:
         old_docs: dict[str, str] = manifest.get("docs", {}) if reason is None else {}
@@ -224,17 +238,17 @@ class IndexManager:
         if reason is None:
             action, why = "updated", _describe(added, changed, removed)
         else:
-            action, why = "built", reason
+            action, why = "built", reason.text
         self.progress(f"{name}: {why}; indexing {len(todo)} documents ({len(fresh)} new chunks)…")
         tmp = self.root / f".build-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "artifacts").mkdir(parents=True)
         old_artifacts = self.folder(name) / "artifacts"
-        reuse = getattr(retriever, "reuse", None)
         reused = 0
-        if reuse is not None and old_artifacts.exists() and "settings changed" not in why:
+        reusable = reason is None or reason.vectors_reusable
+        if isinstance(retriever, ReusesVectors) and old_artifacts.exists() and reusable:
             with contextlib.suppress(RagError, OSError, ValueError, KeyError):
-                reused = int(reuse(old_artifacts))
+                reused = retriever.reuse(old_artifacts)
         try:
             retriever.build(chunks)
             retriever.save(tmp / "artifacts")
@@ -262,7 +276,7 @@ class IndexManager:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._open[name] = (retriever, chunks, hashes)
-        encoded = getattr(retriever, "last_encoded", None)
+        encoded = retriever.last_encoded if isinstance(retriever, CountsEncoded) else None
         extra = f"; embedded {encoded} chunks, reused {reused}" if encoded is not None else ""
         msg = f"{action} the {name} index ({why}): {len(chunks)} chunks from {len(hashes)} documents{extra}"
         if skipped:

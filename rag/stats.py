@@ -9,11 +9,19 @@ from dataclasses import dataclass, field
 from rag.types import Done
 
 
-def p95(values: Sequence[float]) -> float:
-    """The 95th percentile (inclusive method); the value itself for fewer than two."""
+def percentile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile, 1 <= q <= 99, interpolated linearly (statistics' inclusive method,
+    numpy's default); the value itself for fewer than two, 0.0 for none."""
+    if not 1 <= q <= 99:
+        raise ValueError(f"q must be between 1 and 99. Currently, q is {q}")
     if len(values) < 2:
-        return values[0] if values else 0.0
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
+        return float(values[0]) if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def p95(values: Sequence[float]) -> float:
+    """The 95th percentile; see percentile()."""
+    return percentile(values, 95)
 
 
 def bootstrap_ci(

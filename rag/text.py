@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rag.types import Chunk
 
 _WORD = re.compile(r"[a-z0-9]+(?:['._-][a-z0-9]+)*")
 
@@ -216,3 +220,14 @@ def words(text: str) -> list[str]:
 def content_words(text: str) -> list[str]:
     """Word tokens without stopwords."""
     return [w for w in words(text) if w not in STOPWORDS]
+
+
+def chunk_text(chunk: Chunk) -> str:
+    """What every index sees of a chunk: title, heading path and body, one per line.
+
+    Empty parts are left out. This is the exact text the embedding model is given and its
+    vectors are keyed by; BM25, the lexical overlap and the support check only read its words,
+    so their indexes and scores are the same as with a blank line for a missing heading (which
+    bm25.py, lexical.py, milvus.py and escalation.py used to build; tests/unit/test_text.py).
+    """
+    return "\n".join(part for part in (chunk.title, chunk.heading, chunk.text) if part)

@@ -111,7 +111,7 @@ class Sufficiency:
         return "; ".join(parts) or "no context signals"
 
 
-# ---- events the assistant yields (rendered by app.py and the CLI) ----
+# ---- events the assistant yields (rendered by webui/ and the CLI) ----
 
 
 @dataclass(frozen=True)

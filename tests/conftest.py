@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI
-from tests.fake_openai import free_port as _free_port
+from rag.measure.fake_openai import FakeOpenAI
+from rag.measure.fake_openai import free_port as _free_port
 
 # Set before anything imports huggingface_hub/transformers: tests never download models.
 os.environ["HF_HUB_OFFLINE"] = "1"

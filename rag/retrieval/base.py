@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from rag.types import Chunk, Hit
 
@@ -31,6 +31,79 @@ class Retriever(Protocol):
 
     def fingerprint(self) -> dict[str, str]:
         """What the saved artifacts depend on (model id, dims, versions); a change forces a rebuild."""
+
+
+# ---- optional capabilities: small protocols a retriever declares by implementing them ----
+# The index and the measurements ask `isinstance(retriever, BatchSearch)` etc.; the registry
+# checks each retriever it makes (rag/retrieval/__init__.py: capabilities()).
+
+
+@runtime_checkable
+class BatchSearch(Protocol):
+    """Searches many queries in one call (bm25 tokenizes, embedding encodes them together)."""
+
+    def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]: ...
+
+
+@runtime_checkable
+class Resettable(Protocol):
+    """Keeps data outside the index folder (a Milvus collection) that a forced rebuild drops."""
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Reports long work (a remote upload) through the index's progress callback."""
+
+    progress: Callable[[str], None]
+
+
+@runtime_checkable
+class CountsEncoded(Protocol):
+    """Says how many chunks its last build encoded (None when it encodes nothing)."""
+
+    @property
+    def last_encoded(self) -> int | None: ...
+
+
+@runtime_checkable
+class ReusesVectors(Protocol):
+    """Takes vectors saved by an earlier build, so only new or changed chunks are encoded."""
+
+    def reuse(self, folder: Path) -> int:
+        """Offer the vectors saved under ``folder`` to the next build(); returns how many."""
+
+
+class Searcher(Protocol):
+    """Anything that ranks chunks for a query, as Retriever.search does."""
+
+    name: str
+
+    def search(self, query: str, k: int) -> list[Hit]: ...
+
+
+@runtime_checkable
+class HasSparseSide(Protocol):
+    """A fused retriever whose sparse (BM25) side can be searched alone (weak-context check)."""
+
+    @property
+    def sparse(self) -> Searcher | None: ...
+
+
+@runtime_checkable
+class HasDenseSide(Protocol):
+    """A fused retriever whose dense (embedding) side can be searched alone (sufficiency)."""
+
+    @property
+    def dense(self) -> Searcher | None: ...
+
+
+def search_many(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[Hit]]:
+    """Every query's hits: in one batch where the retriever can, else one search each."""
+    if isinstance(retriever, BatchSearch):
+        return retriever.search_many(queries, k)
+    return [retriever.search(q, k) for q in queries]
 
 
 def check_k(k: int) -> None:

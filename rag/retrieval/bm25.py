@@ -22,6 +22,7 @@ import numpy.typing as npt
 from rag.config import BM25Config, Config
 from rag.errors import IndexError_
 from rag.retrieval.base import check_k
+from rag.text import chunk_text
 from rag.types import Chunk, Hit
 
 IDS_FILE = "chunk_ids.json"
@@ -30,9 +31,48 @@ FloatArray = npt.NDArray[np.floating[Any]]
 IntArray = npt.NDArray[np.intp]
 
 
-def chunk_text(chunk: Chunk) -> str:
-    """The text a lexical index sees for a chunk: title, heading path and body."""
-    return f"{chunk.title}\n{chunk.heading}\n{chunk.text}"
+class Analyzer:
+    """BM25's text analysis (lowercase, English stopwords, Snowball stems), shared with Milvus."""
+
+    def __init__(self, config: BM25Config) -> None:
+        self.config = config
+        self._stemmer: Any = None
+
+    def _stemmer_or_none(self) -> Any:
+        if self.config.stemming and self._stemmer is None:
+            import Stemmer  # PyStemmer: Snowball stemmers in C
+
+            self._stemmer = Stemmer.Stemmer("english")
+        return self._stemmer
+
+    def tokenize(self, texts: list[str], *, ids: bool) -> Any:
+        """bm25s tokens of ``texts``: ids and vocabulary, or lists of terms."""
+        import bm25s
+
+        return bm25s.tokenize(
+            texts,
+            stopwords="en" if self.config.stopwords else None,
+            stemmer=self._stemmer_or_none(),
+            return_ids=ids,
+            show_progress=False,
+        )
+
+    def analyze(self, text: str) -> list[str]:
+        """The terms a text is indexed or searched as (lowercased, stopwords out, stemmed)."""
+        terms: list[list[str]] = self.tokenize([text], ids=False)
+        return terms[0]
+
+
+def scoring_fingerprint(config: BM25Config) -> dict[str, str]:
+    """What BM25 scores depend on: bm25s and PyStemmer versions, k1, b and the analysis."""
+    return {
+        "bm25s": metadata.version("bm25s"),
+        "pystemmer": metadata.version("PyStemmer") if config.stemming else "off",
+        "k1": repr(config.k1),
+        "b": repr(config.b),
+        "stemming": "english" if config.stemming else "off",
+        "stopwords": "en" if config.stopwords else "off",
+    }
 
 
 def id_order(chunks: Sequence[Chunk]) -> IntArray:
@@ -64,37 +104,16 @@ class BM25Retriever:
         self._chunks: list[Chunk] = []
         self._index: Any = None  # bm25s.BM25, or None when the corpus has no tokens
         self._tiebreak: IntArray = np.zeros(0, dtype=np.intp)
-        self._stemmer: Any = None
+        self.analyzer = Analyzer(self.config)
 
     @classmethod
     def from_config(cls, cfg: Config) -> BM25Retriever:
         """A retriever tuned by ``cfg.retrieval.bm25``."""
         return cls(cfg.retrieval.bm25)
 
-    # ---- analysis ----
-
-    def _stemmer_or_none(self) -> Any:
-        if self.config.stemming and self._stemmer is None:
-            import Stemmer  # PyStemmer: Snowball stemmers in C
-
-            self._stemmer = Stemmer.Stemmer("english")
-        return self._stemmer
-
-    def _tokenize(self, texts: list[str], *, ids: bool) -> Any:
-        import bm25s
-
-        return bm25s.tokenize(
-            texts,
-            stopwords="en" if self.config.stopwords else None,
-            stemmer=self._stemmer_or_none(),
-            return_ids=ids,
-            show_progress=False,
-        )
-
     def analyze(self, text: str) -> list[str]:
         """The terms a text is indexed or searched as (lowercased, stopwords out, stemmed)."""
-        terms: list[list[str]] = self._tokenize([text], ids=False)
-        return terms[0]
+        return self.analyzer.analyze(text)
 
     # ---- build / search ----
 
@@ -107,7 +126,7 @@ class BM25Retriever:
         self._index = None
         if not self._chunks:
             return
-        tokens = self._tokenize([chunk_text(c) for c in self._chunks], ids=True)
+        tokens = self.analyzer.tokenize([chunk_text(c) for c in self._chunks], ids=True)
         if not tokens.vocab:
             return
         index = bm25s.BM25(k1=self.config.k1, b=self.config.b, method="lucene")
@@ -144,23 +163,14 @@ class BM25Retriever:
         check_k(k)
         if self._index is None or not queries:
             return [[] for _ in queries]
-        batches: list[list[str]] = self._tokenize(list(queries), ids=False)
+        batches: list[list[str]] = self.analyzer.tokenize(list(queries), ids=False)
         return [self._hits(terms, k) for terms in batches]
 
     # ---- persistence ----
 
     def fingerprint(self) -> dict[str, str]:
         """What the saved index depends on: bm25s and PyStemmer versions, k1, b, analysis."""
-        return {
-            "retriever": self.name,
-            "bm25s": metadata.version("bm25s"),
-            "pystemmer": metadata.version("PyStemmer") if self.config.stemming else "off",
-            "method": "lucene",
-            "k1": repr(self.config.k1),
-            "b": repr(self.config.b),
-            "stemming": "english" if self.config.stemming else "off",
-            "stopwords": "en" if self.config.stopwords else "off",
-        }
+        return {"retriever": self.name, "method": "lucene", **scoring_fingerprint(self.config)}
 
     def save(self, folder: Path) -> None:
         """Write bm25s's arrays and vocabulary plus the chunk ids into ``folder``."""

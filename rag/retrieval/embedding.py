@@ -29,17 +29,12 @@ from rag.models.artifacts import (
 )
 from rag.retrieval.base import check_k
 from rag.retrieval.encoder import BACKEND_VARIANTS, Encoder, load_encoder
-from rag.text import content_words
+from rag.text import chunk_text, content_words
 from rag.types import Chunk, Hit
 
 Matrix = NDArray[np.float32]
 WEIGHTS_FILE = "model.safetensors"  # what the torch backend loads
 QUERY_BLOCK = 256  # queries scored per matrix product: bounds memory at 256 x chunks floats
-
-
-def chunk_text(chunk: Chunk) -> str:
-    """What is embedded for a chunk: title, heading path and text, one per line."""
-    return "\n".join(part for part in (chunk.title, chunk.heading, chunk.text) if part)
 
 
 def has_content(query: str) -> bool:
@@ -236,28 +231,34 @@ class EmbeddingRetriever:
 
     def fingerprint(self) -> dict[str, str]:
         """Model, variant, weights, dims and runtime: a change means re-embedding everything."""
-        emb = self.cfg.retrieval.embedding
-        enc = self._encoder if self._given_encoder else None
-        if enc is not None:
-            model, variant, dim, seq = enc.model_id, enc.variant, enc.dim, enc.max_seq_length
-        else:
-            model, dim, seq = EMBEDDING_MODEL_ID, EMBEDDING_DIM, emb.max_seq_length
-            variant = BACKEND_VARIANTS.get(emb.backend, emb.backend)
-        runtime = "torch" if variant == "torch" else "onnxruntime"
-        return {
-            "model": model,
-            "variant": variant,
-            "weights": self._weights(variant),
-            "dim": str(dim),
-            "max_seq_length": str(seq),
-            runtime: _version(runtime),
-        }
+        return embedding_fingerprint(self.cfg, self._encoder if self._given_encoder else None)
 
-    def _weights(self, variant: str) -> str:
-        """Short sha256 of the weights file a variant runs, as recorded by `rag models build`."""
-        try:
-            manifest = read_embedding_manifest(embedding_model_dir(self.cfg.data_dir))
-        except RetrieverUnavailable:
-            return "not built"
-        rel = WEIGHTS_FILE if variant == "torch" else manifest.variants.get(variant, "")
-        return str(manifest.files.get(rel, {}).get("sha256", "unknown"))[:16]
+
+def embedding_fingerprint(cfg: Config, encoder: Encoder | None = None) -> dict[str, str]:
+    """What stored vectors depend on: model, variant, weights, dims and runtime."""
+    emb = cfg.retrieval.embedding
+    if encoder is not None:
+        model, variant = encoder.model_id, encoder.variant
+        dim, seq = encoder.dim, encoder.max_seq_length
+    else:
+        model, dim, seq = EMBEDDING_MODEL_ID, EMBEDDING_DIM, emb.max_seq_length
+        variant = BACKEND_VARIANTS.get(emb.backend, emb.backend)
+    runtime = "torch" if variant == "torch" else "onnxruntime"
+    return {
+        "model": model,
+        "variant": variant,
+        "weights": _weights(cfg, variant),
+        "dim": str(dim),
+        "max_seq_length": str(seq),
+        runtime: _version(runtime),
+    }
+
+
+def _weights(cfg: Config, variant: str) -> str:
+    """Short sha256 of the weights file a variant runs, as recorded by `rag models build`."""
+    try:
+        manifest = read_embedding_manifest(embedding_model_dir(cfg.data_dir))
+    except RetrieverUnavailable:
+        return "not built"
+    rel = WEIGHTS_FILE if variant == "torch" else manifest.variants.get(variant, "")
+    return str(manifest.files.get(rel, {}).get("sha256", "unknown"))[:16]

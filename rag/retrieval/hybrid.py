@@ -11,8 +11,8 @@ Ties (RRF makes many: rank 3 in one list alone scores the same whichever list it
 by the better best rank across the two lists, then by chunk id, so results are deterministic.
 Every candidate is kept, so a min-max score can be 0 (the worst of one list, absent from the other).
 
-Reranking is a seam: pass a ``Reranker`` to reorder the fused list. None ships offline, so
-``retrieval.rerank: true`` is refused with RetrieverUnavailable rather than faked.
+Reranking is a seam for code, not a setting: pass a ``Reranker`` to reorder the fused list. No
+cross-encoder ships offline, so rag.yaml has no switch for one.
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ from pathlib import Path
 from typing import Protocol
 
 from rag.config import Config, HybridConfig
-from rag.errors import RetrieverUnavailable
-from rag.retrieval.base import Retriever, check_k
+from rag.retrieval.base import (
+    CountsEncoded,
+    Retriever,
+    ReusesVectors,
+    check_k,
+    search_many,
+)
 from rag.types import Chunk, Hit
 
 
@@ -65,14 +70,6 @@ def fuse(sparse: Sequence[Hit], dense: Sequence[Hit], config: HybridConfig, k: i
     return [Hit(chunk=chunks[cid], score=fused[cid], rank=r) for r, cid in enumerate(order, 1)]
 
 
-def _search_many(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[Hit]]:
-    batched = getattr(retriever, "search_many", None)
-    if callable(batched):
-        results: list[list[Hit]] = batched(queries, k)
-        return results
-    return [retriever.search(q, k) for q in queries]
-
-
 class HybridRetriever:
     """BM25 and embedding candidates fused by RRF or weighted min-max scores."""
 
@@ -92,12 +89,7 @@ class HybridRetriever:
 
     @classmethod
     def from_config(cls, cfg: Config) -> HybridRetriever:
-        """BM25 + embedding retrievers from ``cfg``; refuses ``retrieval.rerank: true``."""
-        if cfg.retrieval.rerank:
-            raise RetrieverUnavailable(
-                "retrieval.rerank is true, but no cross-encoder reranker ships offline with this "
-                "project; set retrieval.rerank: false in rag.yaml (or RAG__RETRIEVAL__RERANK=false)"
-            )
+        """BM25 + embedding retrievers from ``cfg``."""
         from rag.retrieval.bm25 import BM25Retriever
         from rag.retrieval.embedding import EmbeddingRetriever
 
@@ -129,8 +121,8 @@ class HybridRetriever:
         """``search`` for each query, with each side searching the whole batch at once."""
         check_k(k)
         n = max(k, self.config.candidates)
-        sparse = _search_many(self.sparse, queries, n)
-        dense = _search_many(self.dense, queries, n)
+        sparse = search_many(self.sparse, queries, n)
+        dense = search_many(self.dense, queries, n)
         return [self._finish(q, s, d, k) for q, s, d in zip(queries, sparse, dense, strict=True)]
 
     def save(self, folder: Path) -> None:
@@ -146,18 +138,15 @@ class HybridRetriever:
 
     def reuse(self, folder: Path) -> int:
         """Offer the embedding side vectors saved under ``folder``; returns how many it took."""
-        reuse = getattr(self.dense, "reuse", None)
-        if not callable(reuse):
+        if not isinstance(self.dense, ReusesVectors):
             return 0
         sub = folder / "embedding"
-        taken: int = reuse(sub if sub.is_dir() else folder)
-        return taken
+        return self.dense.reuse(sub if sub.is_dir() else folder)
 
     @property
     def last_encoded(self) -> int | None:
         """How many chunks the embedding side encoded in its last build (None if it does not say)."""
-        encoded: int | None = getattr(self.dense, "last_encoded", None)
-        return encoded
+        return self.dense.last_encoded if isinstance(self.dense, CountsEncoded) else None
 
     def fingerprint(self) -> dict[str, str]:
         """Both sides' fingerprints, keys prefixed ``bm25.`` and ``embedding.``."""

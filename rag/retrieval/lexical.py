@@ -14,7 +14,7 @@ from pathlib import Path
 from rag.config import Config
 from rag.errors import IndexError_
 from rag.retrieval.base import check_k, rank_hits
-from rag.text import content_words
+from rag.text import chunk_text, content_words
 from rag.types import Chunk, Hit
 
 
@@ -37,7 +37,7 @@ class LexicalRetriever:
         self._postings = {}
         self._sizes = []
         for i, chunk in enumerate(self._chunks):
-            terms = set(content_words(f"{chunk.title} {chunk.heading} {chunk.text}"))
+            terms = set(content_words(chunk_text(chunk)))
             self._sizes.append(len(terms))
             for term in terms:
                 self._postings.setdefault(term, []).append(i)

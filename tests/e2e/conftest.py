@@ -34,8 +34,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from rag.measure.fake_openai import closed_port_url, free_port
 from tests.conftest import REPO_ROOT, SCREENSHOT_DIR, is_loopback_host
-from tests.fake_openai import closed_port_url, free_port
 
 CHROMIUM = Path(os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -113,7 +113,7 @@ def _wait_http_200(url: str, proc: subprocess.Popen[bytes], log: Path, what: str
 
 @contextlib.contextmanager
 def run_fake_openai(workdir: Path, script: Mapping[str, object]) -> Iterator[str]:
-    """Run tests/fake_openai.py as a subprocess with `script`; yields its /v1 base URL."""
+    """Run rag/measure/fake_openai.py as a subprocess with `script`; yields its /v1 base URL."""
     script_path = workdir / "fake_openai_script.json"
     script_path.write_text(json.dumps(script), encoding="utf-8")
     log = workdir / "fake_openai.log"
@@ -121,7 +121,15 @@ def run_fake_openai(workdir: Path, script: Mapping[str, object]) -> Iterator[str
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "tests/fake_openai.py", "--port", str(port), "--script", script_path],
+            [
+                sys.executable,
+                "-m",
+                "rag.measure.fake_openai",
+                "--port",
+                str(port),
+                "--script",
+                script_path,
+            ],
             cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

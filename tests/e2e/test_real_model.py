@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from rag.measure.fake_openai import free_port
 from rag.models.artifacts import smollm2_path
 from rag.models.embedded import ServerSpec, serve
 from tests.e2e.conftest import (
@@ -19,7 +20,6 @@ from tests.e2e.conftest import (
     run_chainlit,
     screenshot,
 )
-from tests.fake_openai import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 SMOL = "smollm2-135m-instruct"

@@ -16,8 +16,10 @@ import pytest
 
 from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.config import Config, load_config
+from rag.errors import ConfigError
 from rag.escalation import SignalPolicy
 from rag.index import IndexManager
+from rag.measure.fake_openai import FakeOpenAI, Fault, RecordedRequest, closed_port_url, tokenize
 from rag.models import estimate_tokens, make_chat_model
 from rag.models.openai_compat import OpenAICompatModel
 from rag.prompts import DRAFT_HINT, REFINE
@@ -33,7 +35,6 @@ from rag.types import (
     StageStarted,
     Token,
 )
-from tests.fake_openai import FakeOpenAI, Fault, RecordedRequest, closed_port_url, tokenize
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "mini_corpus"
 SLM, LLM = "tiny-slm", "big-llm"
@@ -727,3 +728,14 @@ def test_build_assistant_wires_the_same_pipeline(fake: FakeOpenAI, tmp_path: Pat
 
     assert done_of(events).answer == GOOD_DRAFT
     assert (tmp_path / "data" / "index" / "lexical" / "manifest.json").is_file()
+
+
+def test_session_overrides_are_validated_like_rag_yaml(fake: FakeOpenAI, tmp_path: Path) -> None:
+    assistant = make_assistant(make_config(tmp_path, fake.base_url))
+    policy = assistant._policy_for(AskOptions(weak_context=0.7, min_draft_chars=5), "bm25")
+    decision = policy.before_draft("bm25", [])
+    assert decision.signals["threshold"] == 0.7
+    with pytest.raises(ConfigError, match="min_draft_chars"):
+        assistant._policy_for(AskOptions(min_draft_chars=-5), "bm25")  # model_copy let it pass
+    with pytest.raises(ConfigError, match="weak_context"):
+        assistant._policy_for(AskOptions(weak_context=0.5), "splade")  # not a retriever name

@@ -18,9 +18,9 @@ from rag.assistant import build_assistant
 from rag.cli import done_to_json
 from rag.config import load_config
 from rag.errors import ConfigError
+from rag.measure.fake_openai import FakeOpenAI, closed_port_url
 from rag.models.openai_compat import OpenAICompatModel
 from rag.types import Done
-from tests.fake_openai import FakeOpenAI, closed_port_url
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "mini_corpus"
 SLM, LLM = "tiny-slm", "big-llm"

@@ -30,13 +30,14 @@ from pymilvus.exceptions import MilvusException
 from rag.config import BM25Config, Config, MilvusConfig, RetrievalConfig, load_config
 from rag.errors import IndexError_, RetrieverUnavailable
 from rag.index import IndexManager
+from rag.measure.fake_openai import free_port
 from rag.retrieval import make_retriever
 from rag.retrieval import milvus as milvus_module
 from rag.retrieval.base import Retriever
 from rag.retrieval.bm25 import BM25Retriever
 from rag.retrieval.encoder import Encoder
 from rag.retrieval.milvus import MilvusRetriever, Mode, display_uri, release
-from tests.fake_openai import free_port
+from rag.retrieval.milvus import client as milvus_client
 from tests.unit.retriever_contract import (
     CORPUS,
     RetrieverContract,
@@ -427,7 +428,7 @@ def test_unreachable_server_says_what_is_unavailable_and_what_works(tmp_path: Pa
 def test_transient_errors_are_retried_with_backoff(
     lite_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(milvus_module, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(milvus_client, "BACKOFF_S", 0.01)
     retriever = MilvusRetriever(milvus_cfg(lite_db, unique_collection(), retries=2), "bm25")
     attempts: list[int] = []
 

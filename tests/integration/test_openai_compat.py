@@ -11,8 +11,8 @@ import pytest
 
 from rag.config import ModelConfig, TimeoutsConfig, load_config
 from rag.errors import ModelError
+from rag.measure.fake_openai import FakeOpenAI, Fault, closed_port_url, tokenize
 from rag.models import CallRecord, Message, OpenAICompatModel, estimate_tokens, make_chat_model
-from tests.fake_openai import FakeOpenAI, Fault, closed_port_url, tokenize
 
 MODEL = "tiny-chat"
 REPLY = "Meals are reimbursed up to 45 euros per day [1]."

@@ -14,10 +14,10 @@ import pytest
 
 from rag.config import load_config
 from rag.errors import ModelError
+from rag.measure.fake_openai import free_port
 from rag.models import CallRecord, make_chat_model
 from rag.models.artifacts import smollm2_path
 from rag.models.embedded import ServerSpec, serve
-from tests.fake_openai import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 
 from rag.config import Config
 from rag.errors import ConfigError, CorpusError
-from rag.evaluation.beir import eval_retrieval, load_beir, tune_hybrid
+from rag.measure.eval.beir import eval_retrieval, load_beir, tune_hybrid
 from rag.retrieval.base import Retriever
 from rag.retrieval.bm25 import BM25Retriever
 from tests.unit.retriever_contract import HashedTrigramRetriever
@@ -121,7 +121,7 @@ def test_tune_hybrid_scores_every_setting_on_one_pair_of_runs(beir: Path) -> Non
 
 
 def test_bench_rows_have_exactly_the_cli_keys() -> None:
-    from rag.bench_retrieval import bench_retrieval
+    from rag.measure.retrieval_bench import bench_retrieval
 
     rows = bench_retrieval(Config(), 300, ["bm25", "lexical"], queries=20, isolate=False)
     assert [r["retriever"] for r in rows] == ["bm25", "lexical"]
@@ -131,7 +131,7 @@ def test_bench_rows_have_exactly_the_cli_keys() -> None:
 
 
 def test_bench_runs_each_retriever_in_a_fresh_process() -> None:
-    from rag.bench_retrieval import bench_retrieval
+    from rag.measure.retrieval_bench import bench_retrieval
 
     (row,) = bench_retrieval(Config(), 200, ["bm25"], queries=5)
     assert set(row) == BENCH_KEYS and row["retriever"] == "bm25"
@@ -139,7 +139,7 @@ def test_bench_runs_each_retriever_in_a_fresh_process() -> None:
 
 @pytest.mark.parametrize("n", [0, 100_001])
 def test_bench_refuses_corpus_sizes_out_of_range(n: int) -> None:
-    from rag.bench_retrieval import bench_retrieval
+    from rag.measure.retrieval_bench import bench_retrieval
 
     with pytest.raises(ConfigError, match="--chunks must be between 1 and 100,000"):
         bench_retrieval(Config(), n, ["bm25"])
@@ -148,7 +148,7 @@ def test_bench_refuses_corpus_sizes_out_of_range(n: int) -> None:
 def test_synthetic_corpus_is_deterministic_and_zipf_like() -> None:
     from collections import Counter
 
-    from rag.bench_retrieval import STOPWORDS, synthetic_corpus, synthetic_queries
+    from rag.measure.retrieval_bench import STOPWORDS, synthetic_corpus, synthetic_queries
 
     first, again = synthetic_corpus(200), synthetic_corpus(200)
     assert first == again and len({c.id for c in first}) == 200

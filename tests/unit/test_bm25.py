@@ -12,7 +12,8 @@ import pytest
 from rag.config import BM25Config, Config
 from rag.errors import IndexError_
 from rag.retrieval.base import rank_hits
-from rag.retrieval.bm25 import BM25Retriever, chunk_text, id_order, top_k_indices
+from rag.retrieval.bm25 import BM25Retriever, id_order, top_k_indices
+from rag.text import chunk_text
 from rag.types import Chunk
 
 rank_bm25 = pytest.importorskip("rank_bm25")

@@ -82,3 +82,9 @@ def test_config_is_frozen() -> None:
     cfg = Config()
     with pytest.raises(Exception, match="frozen"):
         cfg.retrieval.top_k = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("key", ["weak_context", "min_margin"])
+def test_a_mistyped_retriever_key_in_a_per_retriever_map_is_refused(key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"escalation\.{key}\.bm52.*'lexical', 'bm25'"):
+        load_config(None, environ={f"RAG__ESCALATION__{key.upper()}": "{bm52: 1.0}"})

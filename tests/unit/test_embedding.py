@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.bench_embed import bench_embed, generated_passages
 from rag.config import Config, CorpusConfig, EmbeddingConfig, RetrievalConfig
 from rag.errors import IndexError_, RetrieverUnavailable
+from rag.measure.embed_bench import bench_embed, generated_passages
 from rag.models.artifacts import (
     EMBEDDING_DIM,
     build_all,
@@ -28,8 +28,9 @@ from rag.models.artifacts import (
     sha256_file,
 )
 from rag.retrieval.base import Retriever
-from rag.retrieval.embedding import QUERY_BLOCK, EmbeddingRetriever, chunk_text, has_content
+from rag.retrieval.embedding import QUERY_BLOCK, EmbeddingRetriever, has_content
 from rag.retrieval.encoder import Encoder, OnnxEncoder, TorchEncoder, load_encoder, mean_pool
+from rag.text import chunk_text
 from rag.types import Chunk
 from tests.unit.retriever_contract import CORPUS, RetrieverContract, chunk
 

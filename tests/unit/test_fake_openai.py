@@ -18,8 +18,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.conftest import NetworkBlockedError, NetworkGuard, screenshot_path
-from tests.fake_openai import (
+from rag.measure.fake_openai import (
     GENERIC_REPLY,
     NOT_FOUND_REPLY,
     FakeOpenAI,
@@ -28,6 +27,7 @@ from tests.fake_openai import (
     echo_context,
     tokenize,
 )
+from tests.conftest import NetworkBlockedError, NetworkGuard, screenshot_path
 
 pytest_plugins = ("pytester",)
 
@@ -434,9 +434,16 @@ def test_bad_script_names_the_problem(script: dict[str, Any], message: str) -> N
 def test_standalone_process_serves_the_script(tmp_path: Path, free_port: int) -> None:
     path = tmp_path / "script.json"
     path.write_text(json.dumps({"models": {"small": {"default": "@echo-context"}}}))
-    fake_py = Path(__file__).resolve().parents[1] / "fake_openai.py"
     process = subprocess.Popen(
-        [sys.executable, str(fake_py), "--port", str(free_port), "--script", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "rag.measure.fake_openai",
+            "--port",
+            str(free_port),
+            "--script",
+            str(path),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

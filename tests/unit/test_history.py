@@ -1,4 +1,5 @@
-"""rag/history.py: the SQLite schema, Chainlit's own data layer on it, sign-in, resumed settings."""
+"""rag/history.py (the SQLite schema, Chainlit's own data layer on it), rag/signin.py and
+rag/chat_settings.py (resumed settings)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,25 @@ from typing import Any
 import pytest
 
 from rag.assistant import AskOptions
-from rag.errors import ConfigError
-from rag.history import (
+from rag.chat_settings import (
     DEMO_SEED,
     SETTINGS_KEY,
+    options_from_settings,
+    settings_from_thread,
+)
+from rag.errors import ConfigError
+from rag.history import (
     TABLES,
-    auth_setup,
     conninfo,
     db_path,
     decode_thread,
     ensure_schema,
     file_url,
     may_read,
-    options_from_settings,
-    parse_users,
-    settings_from_thread,
     sqlite_params,
     stored_file,
 )
+from rag.signin import auth_setup, parse_users
 
 
 def columns(path: Path, table: str) -> set[str]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import Config, HybridConfig, RetrievalConfig
-from rag.errors import RetrieverUnavailable
+from rag.config import HybridConfig, load_config
+from rag.errors import ConfigError
 from rag.retrieval.bm25 import BM25Retriever
 from rag.retrieval.hybrid import HybridRetriever, fuse
 from rag.types import Chunk, Hit
@@ -158,11 +158,7 @@ def test_a_reranker_reorders_the_fused_pool() -> None:
     assert reranker.pools == [len(pool)]
 
 
-def test_rerank_true_is_refused_with_the_fix() -> None:
-    cfg = Config(retrieval=RetrievalConfig(rerank=True))
-    with pytest.raises(RetrieverUnavailable, match=r"no cross-encoder.*retrieval.rerank: false"):
-        HybridRetriever.from_config(cfg)
-
-
-def test_rerank_is_off_by_default() -> None:
-    assert Config().retrieval.rerank is False
+def test_there_is_no_rerank_setting_to_turn_on() -> None:
+    """No cross-encoder ships offline, so rag.yaml offers no switch that could only be refused."""
+    with pytest.raises(ConfigError, match=r"retrieval\.rerank: Extra inputs are not permitted"):
+        load_config(None, environ={"RAG__RETRIEVAL__RERANK": "true"})

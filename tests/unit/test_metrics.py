@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rag.evaluation.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k
+from rag.measure.eval.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k
 
 QRELS: dict[str, dict[str, int]] = {
     "graded": {"d1": 2, "d2": 1, "d3": 1},  # graded, two equal grades (ties in the ideal list)

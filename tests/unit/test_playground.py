@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from rag.config import Config, load_config
+from rag.measure.fake_openai import FakeOpenAI, Fault, closed_port_url, echo_context
 from rag.playground import (
     REFERENCE_TITLE,
     parse_request,
@@ -18,7 +19,6 @@ from rag.playground import (
     sse_stream,
 )
 from rag.prompts import DRAFT_HINT, SYSTEM
-from tests.fake_openai import FakeOpenAI, Fault, closed_port_url, echo_context
 
 SLM = "small-model"
 LLM = "large-model"

@@ -10,7 +10,7 @@ import pytest
 from rag.config import EscalationConfig, LogisticParams, RouterConfig
 from rag.errors import CorpusError
 from rag.escalation import POLICIES
-from rag.evaluation.router_fit import fit_router, load_details
+from rag.measure.eval.router_fit import fit_router, load_details
 from rag.router import RouterPolicy
 from rag.types import Chunk, Hit, Source, Sufficiency, Usage
 

@@ -11,9 +11,9 @@ from rag.config import Config, load_config
 from rag.errors import ConfigError, InputError
 from rag.escalation import SignalPolicy
 from rag.index import IndexManager
+from rag.measure.fake_openai import closed_port_url
 from rag.models import make_chat_model
 from rag.types import Done, Failed
-from tests.fake_openai import closed_port_url
 
 
 def test_default_bind_is_loopback() -> None:

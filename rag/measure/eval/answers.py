@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from rag.assistant import AskOptions, Assistant
 from rag.citations import contains_gold, strip_markers, token_f1
-from rag.config import Config, Mode
+from rag.config import Config, Mode, per_retriever
 from rag.errors import CorpusError, ModelError
 from rag.prompts import NOT_IN_DOCS
 from rag.stats import bootstrap_ci, p95
@@ -257,7 +257,7 @@ def calibrate(
                 "answerable_kept_at_that": round(
                     sum(a >= at_target for a in answerable) / len(answerable), 4
                 ),
-                "current": assistant.cfg.escalation.weak_context.get(name),
+                "current": per_retriever(assistant.cfg.escalation.weak_context, name),
                 "answerable_median": round(statistics.median(answerable), 4),
                 "impossible_median": round(statistics.median(impossible), 4),
             }

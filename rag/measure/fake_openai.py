@@ -11,7 +11,7 @@ In-process::
 
 Standalone, e.g. behind a separate ``chainlit run`` or a load benchmark::
 
-    python tests/fake_openai.py --port 8099 --script script.json
+    python -m rag.measure.fake_openai --port 8099 --script script.json
 
 Script format::
 
@@ -791,7 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the fake until SIGINT/SIGTERM: python tests/fake_openai.py --port N --script F."""
+    """Run the fake until SIGINT/SIGTERM: python -m rag.measure.fake_openai --port N --script F."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

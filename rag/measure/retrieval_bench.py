@@ -33,6 +33,7 @@ from rag.config import Config
 from rag.errors import ConfigError
 from rag.retrieval.base import Retriever
 from rag.retrieval.encoder import Encoder
+from rag.stats import percentile
 from rag.types import Chunk
 
 MAX_CHUNKS = 100_000
@@ -152,8 +153,6 @@ def make_bench_retriever(name: str, cfg: Config) -> tuple[Retriever, RandomFillE
     from rag.retrieval.encoder import load_encoder
     from rag.retrieval.hybrid import HybridRetriever
 
-    if cfg.retrieval.rerank and name == "hybrid":
-        HybridRetriever.from_config(cfg)  # refuses the rerank seam, as everywhere else
     encoder = RandomFillEncoder(load_encoder(cfg))
     if cfg.retrieval.store == "milvus":
         from rag.retrieval.milvus import MilvusRetriever
@@ -204,8 +203,8 @@ def bench_one(cfg: Config, n_chunks: int, name: str, queries: int) -> dict[str, 
         "retriever": name,
         "chunks": n_chunks,
         "build_s": build_s,
-        "p50_ms": float(np.percentile(times, 50)),
-        "p95_ms": float(np.percentile(times, 95)),
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
         "peak_mb": max(_max_rss_mb() - before, 0.0),
     }
 
@@ -222,7 +221,7 @@ def bench_retrieval(
         raise ConfigError(f"--chunks must be between 1 and {MAX_CHUNKS:,}, got {n_chunks}")
     if queries < 1:
         raise ConfigError(f"queries must be at least 1, got {queries}")
-    from rag.evaluation.beir import resolve_names
+    from rag.measure.eval.beir import resolve_names
 
     rows = []
     for name in resolve_names(names):

@@ -2,7 +2,7 @@
 
 Set-up (all on 127.0.0.1, all stopped on the way out):
 
-* the fake OpenAI server (``python -m tests.fake_openai``, so this needs a repository checkout)
+* the fake OpenAI server (``python -m rag.measure.fake_openai``)
   scripted so that every model answers "@echo-context" (the first sentence of passage [1], cited)
   at ``token_delay_s`` seconds per streamed token;
 * ``python -m chainlit run app.py --headless`` with both model base URLs pointed at the fake, a
@@ -51,7 +51,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,12 +62,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-import socketio
-
 from rag.errors import ConfigError, RagError
+from rag.stats import percentile
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+try:  # the load client's libraries are an extra, not a dependency of the app
+    import httpx
+    import socketio
+except ImportError as exc:
+    raise RagError(
+        f"`rag bench load` needs {exc.name}, which the `load` extra installs: "
+        "pip install -e '.[load]' (make install does)"
+    ) from None
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SOCKET_PATH = "/ws/socket.io"
 START_TIMEOUT_S = 120.0  # chainlit imports the app, which builds the assistant
 CONNECT_TIMEOUT_S = 30.0
@@ -418,11 +424,7 @@ def _merged_steps(log: SessionLog) -> dict[str, dict[str, Any]]:
 
 
 def _pct(values: Sequence[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+    return percentile(values, q) if values else None
 
 
 # -- the servers ------------------------------------------------------------------------------
@@ -486,19 +488,17 @@ def _server(
 @contextlib.contextmanager
 def running_app(token_delay_s: float, port: int | None, workdir: Path) -> Iterator[str]:
     """The fake model server and `chainlit run app.py` in front of it; yields the app's URL."""
-    fake_py = REPO_ROOT / "tests" / "fake_openai.py"
-    if not fake_py.is_file() or not (REPO_ROOT / "app.py").is_file():
+    if not (REPO_ROOT / "app.py").is_file():
         raise RagError(
-            f"`rag bench load` needs a checkout of the repository: {fake_py} (the fake model "
-            f"server) or {REPO_ROOT / 'app.py'} is missing. Run it from a git clone, not an "
-            "installed package."
+            f"`rag bench load` needs a checkout of the repository: {REPO_ROOT / 'app.py'} is "
+            "missing. Run it from a git clone, not an installed package."
         )
     spec = {"default": "@echo-context", "token_delay_s": token_delay_s}
     script = workdir / "fake_openai_script.json"
     script.write_text(json.dumps({"models": {"*": spec}}), encoding="utf-8")  # any model name
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     fake_port = _free_port()
-    fake_cmd = [sys.executable, "-m", "tests.fake_openai", "--port", str(fake_port)]
+    fake_cmd = [sys.executable, "-m", "rag.measure.fake_openai", "--port", str(fake_port)]
     fake_url = f"http://127.0.0.1:{fake_port}/v1"
     with _server(
         [*fake_cmd, "--script", str(script)],

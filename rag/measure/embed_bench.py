@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from rag.config import Config
-from rag.retrieval.embedding import chunk_text
 from rag.retrieval.encoder import Encoder, load_encoder
+from rag.text import chunk_text
 
 _SUBJECTS = ("The deploy pipeline", "Our on-call engineer", "The billing service", "Each team")
 _VERBS = ("rotates", "reviews", "restarts", "archives", "escalates", "documents", "monitors")

@@ -2,7 +2,7 @@
 
 Each BEIR document becomes one chunk (id = doc id), every retriever is built fresh on them and
 asked for its top 100 per query; hits are mapped to doc ids (first occurrence kept) and scored
-with rag.evaluation.metrics. ``qps`` times the whole query batch (``search_many`` where a
+with rag.measure.eval.metrics. ``qps`` times the whole query batch (``search_many`` where a
 retriever has it), ``build_s`` times construction plus ``build``.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 from rag.config import Config, HybridConfig
 from rag.errors import ConfigError, CorpusError
-from rag.evaluation.metrics import evaluate
-from rag.retrieval.base import Retriever
+from rag.measure.eval.metrics import evaluate
+from rag.retrieval.base import Retriever, search_many
 from rag.types import Chunk, Hit
 
 RETRIEVE_K = 100
@@ -125,15 +125,6 @@ def resolve_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def search_all(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[Hit]]:
-    """Top-k hits for every query, batched when the retriever has ``search_many``."""
-    batched = getattr(retriever, "search_many", None)
-    if callable(batched):
-        results: list[list[Hit]] = batched(queries, k)
-        return results
-    return [retriever.search(q, k) for q in queries]
-
-
 def doc_run(qids: Sequence[str], results: Sequence[Sequence[Hit]]) -> dict[str, list[str]]:
     """Ranked doc ids per query: hits mapped to ``chunk.doc_id``, first (best) occurrence kept."""
     run: dict[str, list[str]] = {}
@@ -154,7 +145,7 @@ def _row(
 ) -> dict[str, Any]:
     qids = list(queries)
     t0 = time.perf_counter()
-    results = search_all(retriever, [queries[q] for q in qids], RETRIEVE_K)
+    results = search_many(retriever, [queries[q] for q in qids], RETRIEVE_K)
     elapsed = time.perf_counter() - t0
     row: dict[str, Any] = {"retriever": name}
     row.update(evaluate(qrels, doc_run(qids, results)))
@@ -189,8 +180,6 @@ def eval_retrieval(
         ):
             from rag.retrieval.hybrid import HybridRetriever
 
-            if cfg.retrieval.rerank:
-                HybridRetriever.from_config(cfg)  # refuses the rerank seam as `rag ask` would
             (sparse, s_s), (dense, d_s) = built["bm25"], built["embedding"]
             retriever: Retriever = HybridRetriever(sparse, dense, cfg.retrieval.hybrid)
             build_s = s_s + d_s
@@ -224,7 +213,7 @@ def tune_hybrid(
     runs: dict[str, list[list[Hit]]] = {}
     for name in ("bm25", "embedding"):
         retriever, _ = _timed_build(partial(factory, name, cfg), corpus)
-        runs[name] = search_all(retriever, texts, n)
+        runs[name] = search_many(retriever, texts, n)
     rows: list[dict[str, Any]] = []
     for name, results in runs.items():
         rows.append(

@@ -1,0 +1,1 @@
+"""Measurement: retrieval and answer evaluation, benchmarks, model comparison, load tests."""

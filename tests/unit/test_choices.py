@@ -1,0 +1,54 @@
+"""Every list of choices is one Literal in rag/config.py: the UI, the CLI and the registry agree."""
+
+import argparse
+from typing import get_args
+
+from rag.cli import build_parser
+from rag.config import Mode, Provider, RetrieverName, Role, Strategy
+from rag.retrieval import RETRIEVERS, STORES
+from webui import settings
+
+
+def subcommand(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def choices(parser: argparse.ArgumentParser, flag: str) -> list[str]:
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    assert action.choices is not None
+    return list(action.choices)
+
+
+def panel(widget_id: str) -> list[str]:
+    from rag.config import Config
+
+    widgets = settings.settings_panel(Config(), {}, "auto").inputs
+    widget = next(w for w in widgets if w.id == widget_id)
+    return list(widget.values)
+
+
+def test_retriever_names() -> None:
+    names = list(get_args(RetrieverName))
+    assert list(RETRIEVERS) == names
+    assert all(list(registry) == names for registry in STORES.values())
+    assert panel("retriever") == names
+    cli = build_parser()
+    assert choices(subcommand(cli, "ask"), "--retriever") == names
+    assert choices(subcommand(cli, "index"), "--retriever") == [*names, "all"]
+    assert choices(subcommand(cli, "eval", "retrieval"), "--retriever") == [*names, "all"]
+
+
+def test_modes_and_strategies() -> None:
+    cli = build_parser()
+    assert panel("mode") == choices(subcommand(cli, "ask"), "--mode") == list(get_args(Mode))
+    assert [p[0] for p in settings.PROFILES.values()] == list(get_args(Mode))
+    strategies = list(get_args(Strategy))
+    assert panel("strategy") == choices(subcommand(cli, "ask"), "--strategy") == strategies
+
+
+def test_roles_and_providers_are_literals() -> None:
+    assert get_args(Role) == ("slm", "llm")
+    assert "embedded" in get_args(Provider)
