@@ -193,7 +193,7 @@ def test_auto_keeps_a_long_cited_supported_draft(fake: FakeOpenAI, tmp_path: Pat
     # the draft prompt carries the one-sentence hint and the numbered passage with the fact
     prompt = user_prompt(fake.requests_for(SLM)[0])
     assert DRAFT_HINT in prompt
-    assert '<source n="1" doc="expenses.md">' in prompt
+    assert '<source n="1">\n[1] Travel and Expenses Policy › Meals' in prompt
     assert "45 euros per day" in prompt
 
 
@@ -739,3 +739,74 @@ def test_session_overrides_are_validated_like_rag_yaml(fake: FakeOpenAI, tmp_pat
         assistant._policy_for(AskOptions(min_draft_chars=-5), "bm25")  # model_copy let it pass
     with pytest.raises(ConfigError, match="weak_context"):
         assistant._policy_for(AskOptions(weak_context=0.5), "splade")  # not a retriever name
+
+
+# -- the router policy (fitted parameters given inline, as rag.yaml would) -------------------
+
+ROUTER = {
+    "escalation__policy": "router",
+    "escalation__router__sufficiency": (
+        "{bias: 0.0, weights: {coverage_idf: 4.0}, means: {coverage_idf: 0.5}, scales: {coverage_idf: 0.25}}"
+    ),
+    "escalation__router__draft": (
+        "{bias: 0.0, weights: {support: 4.0, chars: 2.0}, means: {support: 0.6, chars: 3.5}, "
+        "scales: {support: 0.2, chars: 0.5}}"
+    ),
+    "escalation__router__skip_below": "0.05",
+    "escalation__router__abstain_below": "0.3",
+    "escalation__router__keep_threshold": "0.5",
+}
+
+
+def test_router_abstains_off_topic_questions_before_any_model(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    cfg = make_config(tmp_path, fake.base_url, **ROUTER)
+    events = ask(build_assistant(cfg), "What is the capital of France?")
+    done = done_of(events)
+    assert done.abstained and done.model == "policy"
+    assert "abstained before drafting: context sufficiency 0.0" in done.answer
+    assert fake.requests == []
+    retrieved = of_type(events, Retrieved)[0]
+    assert retrieved.sufficiency is not None and retrieved.sufficiency.probability is not None
+    assert retrieved.sufficiency.probability < 0.05
+
+
+def test_router_keeps_a_supported_draft_and_escalates_an_unsupported_one(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    cfg = make_config(tmp_path, fake.base_url, **ROUTER)
+    unsupported = "Lunch is free every Friday in the rooftop canteen for everybody [1]."
+    fake.script(SLM, [GOOD_DRAFT, unsupported])
+    fake.script(LLM, [LLM_ANSWER])
+    assistant = build_assistant(cfg)
+    kept = done_of(ask(assistant, Q_MEALS))
+    assert kept.model == SLM and not kept.metrics.escalated
+    assert kept.metrics.reason.startswith("kept the draft: the router puts the chance")
+    assert kept.metrics.signals["p_draft_right"] >= 0.5
+    assert kept.metrics.sufficiency is not None and kept.metrics.sufficiency > 0.5
+    escalated = done_of(ask(build_assistant(cfg), Q_MEALS))
+    assert escalated.model == LLM and escalated.metrics.escalated
+    assert "escalated: the router puts the chance the draft is right at" in escalated.metrics.reason
+
+
+@pytest.mark.slow
+def test_hybrid_weak_context_slider_reaches_the_signal_policy(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Hybrid is judged on its bm25 side, and the per-session threshold applies to that side."""
+    built = Path(__file__).resolve().parents[2] / ".rag" / "models"
+    if not (built / "all-MiniLM-L6-v2").exists():
+        pytest.skip("the embedding model is not built (rag models build)")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "models").symlink_to(built)
+    cfg = make_config(
+        tmp_path, fake.base_url, retrieval__retriever="hybrid", escalation__policy="signals"
+    )
+    assistant = build_assistant(cfg)
+    low = done_of(ask(assistant, Q_MEALS, weak_context=0.0))
+    assert low.metrics.retriever == "hybrid"
+    assert not low.abstained
+    high = done_of(ask(build_assistant(cfg), Q_MEALS, weak_context=1000.0))
+    assert high.abstained and high.model == "policy"
+    assert "below 1000" in high.answer and "bm25" in high.answer
