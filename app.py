@@ -46,6 +46,8 @@ from rag.history import (
     stored_file,
 )
 from rag.playground import MAX_BODY_BYTES, parse_request, playground_events, sse_stream
+from rag.playground_assets import Asset as PlaygroundAsset
+from rag.playground_assets import engines_manifest, model_asset, not_modified, vendor_asset
 from rag.stats import SessionStats
 from rag.types import (
     ContextPacked,
@@ -589,6 +591,39 @@ async def playground_stream(
         media_type="text/event-stream",  # also keeps Chainlit's gzip middleware from buffering it
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+# The in-browser engine's files (rag/playground_assets.py whitelists them; no path is ever taken
+# from the URL). Public like /public: they carry no user data.
+@_routes.get("/playground/engines", include_in_schema=False)
+async def playground_engines() -> JSONResponse:
+    manifest = await asyncio.to_thread(engines_manifest, CFG.data_dir)
+    return JSONResponse(manifest, headers={"Cache-Control": "no-cache"})
+
+
+@_routes.api_route(
+    "/playground/assets/{key:path}", methods=["GET", "HEAD"], include_in_schema=False
+)
+async def playground_vendor_file(request: Request, key: str) -> Response:
+    return _asset_response(request, vendor_asset(key))
+
+
+@_routes.api_route(
+    "/playground/models/{digest}/{filename}", methods=["GET", "HEAD"], include_in_schema=False
+)
+async def playground_model_file(request: Request, digest: str, filename: str) -> Response:
+    return _asset_response(
+        request, await asyncio.to_thread(model_asset, digest, filename, CFG.data_dir)
+    )
+
+
+def _asset_response(request: Request, asset: PlaygroundAsset | None) -> Response:
+    if asset is None:
+        return JSONResponse({"error": "no such file"}, status_code=404)
+    if not_modified(request.headers, asset):
+        return Response(status_code=304, headers=asset.headers())
+    # Starlette answers Range requests (206) and HEAD itself.
+    return FileResponse(asset.path, media_type=asset.media_type, headers=asset.headers())
 
 
 @_routes.get(FILES_ROUTE + "/{object_key:path}", include_in_schema=False)
