@@ -34,6 +34,7 @@
 
   function setRunning(running) {
     runButton.disabled = running;
+    $("load-model").disabled = running;
     stopButton.disabled = !running;
     output.classList.toggle("streaming", running);
   }
@@ -403,6 +404,20 @@
     draw();
   });
   for (const radio of form.elements.role) radio.addEventListener("change", showLocalPanel);
+  $("load-model").addEventListener("click", async () => {
+    if (controller) return;
+    setRunning(true);
+    controller = new AbortController();
+    try {
+      await loadLocalModel(modelSelect.value);
+      setStatus("The model is loaded; Run answers in this page.");
+    } catch (err) {
+      setStatus(`The in-browser engine failed to load: ${err.message}`, true);
+    } finally {
+      controller = null;
+      setRunning(false);
+    }
+  });
   form.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); if (!controller) run(); }
   });
