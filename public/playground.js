@@ -264,7 +264,7 @@
     row.dataset.run = JSON.stringify(r);  // the exact figures, for tests and `tools/bench_playground.py`
     for (const [text, cls] of [[r.n, ""], [engineOf(r), ""], [r.model, ""], [fmtMs(r.ttft_ms), "num"],
       [fmtMs(r.total_ms), "num"], [r.tokens, "num"], [r.tokens_per_s, "num"],
-      [r.prompt_tokens ?? "–", "num"], [r.grounded ? "reference" : "none", ""]]) {
+      [promptSize(r), "num"], [r.grounded ? "reference" : "none", ""]]) {
       const td = document.createElement("td");
       td.textContent = text;
       if (cls) td.className = cls;
@@ -275,6 +275,8 @@
     drawComparison();
   }
 
+  // "~" marks an estimate (UTF-8 bytes / 3, as rag estimates) where the engine reported no usage.
+  const promptSize = (r) => (r.prompt_tokens == null ? "–" : `${r.tokens_estimated ? "~" : ""}${r.prompt_tokens}`);
   const engineOf = (r) => (r.engine === "browser" ? "browser" : r.role === "slm" ? "server small" : "server large");
   const median = (xs) => {
     const s = [...xs].sort((a, b) => a - b), m = Math.floor(s.length / 2);
@@ -298,7 +300,7 @@
       row.dataset.engine = engineOf(rs[0]);
       for (const [text, cls] of [[key, ""], [rs.length, "num"], [fmtMs(median(rs.map((r) => r.ttft_ms))), "num"],
         [tps.toFixed(1), "num"], [fmtMs(median(rs.map((r) => r.total_ms))), "num"],
-        [prompts.length ? Math.round(median(prompts)) : "–", "num"]]) {
+        [prompts.length ? `${rs[0].tokens_estimated ? "~" : ""}${Math.round(median(prompts))}` : "–", "num"]]) {
         const td = document.createElement("td");
         td.textContent = text;
         if (cls) td.className = cls;
@@ -356,7 +358,7 @@
           crowded ? `#${r.n}` : `#${r.n} ${r.engine === "browser" ? "browser" : r.role === "slm" ? "small" : "large"}`));
         if (!crowded && r.prompt_tokens != null) {
           chart.append(el("text", {x: cx, y: H - 2, "text-anchor": "middle", class: "axis-label"},
-            `prompt ${r.prompt_tokens} tok`));
+            `prompt ${promptSize(r)} tok`));
         }
       }
       const d = 5, ty = y(r.ttft_ms);
@@ -368,7 +370,7 @@
         "data-model": r.model, "data-run": r.n, "data-engine": r.engine || "server"});
       dot.append(el("title", {}, `run ${r.n} · ${engineOf(r)} · ${r.model} · total ${fmtMs(r.total_ms)} · ` +
         `first token ${fmtMs(r.ttft_ms)} · ${r.tokens} tokens · ${r.tokens_per_s} tok/s · ` +
-        `prompt ${r.prompt_tokens ?? "?"} tokens`));
+        `prompt ${promptSize(r)} tokens`));
       chart.append(dot);
       if (!crowded) {
         chart.append(el("text", {x: cx + 9, y: y(r.total_ms) - 8, class: "axis-label"},

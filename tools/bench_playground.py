@@ -87,7 +87,9 @@ def _browser_engine(page: Page, model: str, max_tokens: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--url", required=True, help="the running app, e.g. http://127.0.0.1:8510")
-    ap.add_argument("--runs", type=int, default=3, help="runs per engine (default 3)")
+    ap.add_argument(
+        "--runs", type=int, default=3, help="runs per engine (default 3; in-browser: runs + 1)"
+    )
     ap.add_argument("--max-tokens", type=int, default=128, help="in-browser answer cap")
     ap.add_argument("--models", nargs="+", default=list(BROWSER_MODELS))
     ap.add_argument("--skip-server", action="store_true", help="only the in-browser engines")
@@ -117,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"engine": label, "model": runs[0]["model"], "runs": runs})
                 print(f"{label}: {len(runs)} runs", file=sys.stderr)
         for model in args.models:
-            loads = []
+            loads, visits = [], []
             for visit in ("first visit", "second visit"):
                 _open(page, args.url, args.grounded)
                 _browser_engine(page, model, args.max_tokens)
                 t0 = time.perf_counter()
-                first = _run_once(page, timeout_ms)
+                visits.append(_run_once(page, timeout_ms))
                 status = page.locator("#load-status")
                 loads.append(float(status.get_attribute("data-load-ms") or "nan"))
                 print(
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"(cache: {status.get_attribute('data-from-cache')})",
                     file=sys.stderr,
                 )
-            runs = [first] + [_run_once(page, timeout_ms) for _ in range(args.runs - 1)]
+            # Both visits' runs count (a fresh page each: no prompt cache), then runs - 1 more.
+            runs = visits + [_run_once(page, timeout_ms) for _ in range(args.runs - 1)]
             results.append(
                 {
                     "engine": "browser (wasm, 1 thread)",
@@ -165,7 +168,8 @@ def table(results: list[dict[str, Any]]) -> str:
             return float(statistics.median(x[key] for x in runs))
 
         prompts = [x["prompt_tokens"] for x in runs if x.get("prompt_tokens") is not None]
-        prompt = f"{statistics.median(prompts):.0f}" if prompts else "–"
+        approx = "~" if any(x.get("tokens_estimated") for x in runs) else ""
+        prompt = f"{approx}{statistics.median(prompts):.0f}" if prompts else "–"
         lines.append(
             f"| {r['engine']} | {r['model']} | {_fmt_ms(r.get('load_ms'))} | "
             f"{_fmt_ms(r.get('cached_load_ms'))} | {_fmt_ms(med('ttft_ms'))} | "
