@@ -17,7 +17,8 @@
   const colours = new Map(); // series (model, or model + "in this browser") -> colour, in order of first use
   let controller = null;
   let manifest = null;   // GET /playground/engines: wllama's files, the models, the prompt wording
-  let local = null;      // {engine: BrowserEngine, lib: the playground-local.js module}
+  let localLib = null;   // the playground-local.js module, imported once (a promise)
+  let engine = null;     // its BrowserEngine, once a model is asked for
   const fmtBytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
 
   const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
@@ -126,6 +127,9 @@
 
   // -- the in-browser engine -------------------------------------------------------------------
 
+  // One import, shared by every caller (the panel and a run may ask at the same time).
+  const lib = () => (localLib = localLib || import("/public/playground-local.js"));
+
   async function engines() {
     if (!manifest) {
       const response = await fetch("/playground/engines", {credentials: "same-origin"});
@@ -149,8 +153,7 @@
       }
       const first = m.models.find((s) => s.available);
       if (first) modelSelect.value = first.name;
-      local = local || {lib: await import("/public/playground-local.js")};
-      const backend = await local.lib.detectBackend();
+      const backend = await (await lib()).detectBackend();
       $("browser-backend").textContent = backend === "webgpu"
         ? "WebGPU (this browser offers a GPU adapter)"
         : "WebAssembly on the CPU, 1 thread (no WebGPU adapter here)";
@@ -163,19 +166,19 @@
 
   async function loadLocalModel(name) {
     const m = await engines();
-    local = local || {lib: await import("/public/playground-local.js")};
-    local.engine = local.engine || new local.lib.BrowserEngine(m);
-    if (local.engine.model === name) return;
+    const module = await lib();
+    engine = engine || new module.BrowserEngine(m);
+    if (engine.model === name) return;
     loadBar.hidden = false;
     loadBar.value = 0;
     setStatus("Loading the model into this page…");
-    await local.engine.load(name, ({loaded, total}) => {
+    await engine.load(name, ({loaded, total}) => {
       const pct = total ? Math.round((loaded / total) * 100) : 0;
       loadBar.value = total ? loaded / total : 0;
       loadStatus.textContent = `Loading ${name}: ${fmtBytes(loaded)} of ${fmtBytes(total)} (${pct}%)`;
     });
     loadBar.value = 1;
-    const e = local.engine;
+    const e = engine;
     loadStatus.dataset.loadMs = e.loadMs.toFixed(0);
     loadStatus.dataset.fromCache = String(e.fromCache);
     loadStatus.textContent = `${name} loaded in ${fmtMs(e.loadMs)} ` +
@@ -206,13 +209,14 @@
     const started = performance.now();
     try {
       await loadLocalModel(name);
-      const sources = local.lib.selectSources(reference, prompt);
+      const module = await lib();
+      const sources = module.selectSources(reference, prompt);
       showSources(sources);
-      const messages = local.lib.groundedMessages(prompt, sources, manifest.prompt);
+      const messages = module.groundedMessages(prompt, sources, manifest.prompt);
       setStatus("Waiting for the first token…");
       let first = true;
       const maxTokens = Math.min(Math.max(Number($("max-tokens").value) || 128, 1), 1024);
-      const timings = await local.engine.run(messages, {
+      const timings = await engine.run(messages, {
         signal: controller.signal,
         maxTokens,
         onToken: (text) => {
