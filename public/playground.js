@@ -1,19 +1,28 @@
 // The streaming playground: POST /playground/stream, read its server-sent events with a
 // ReadableStream reader, append tokens as they arrive, chart every run's latency in plain SVG.
+// The "In this browser" engine instead runs a GGUF model in the page (playground-local.js,
+// loaded on first use): the prompt and the reference text never leave the page then.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const form = $("form"), promptBox = $("prompt"), referenceBox = $("reference");
   const runButton = $("run"), stopButton = $("stop"), output = $("output"), statusLine = $("status");
-  const chart = $("chart"), legend = $("legend"), runsTable = $("runs");
+  const chart = $("chart"), legend = $("legend"), runsTable = $("runs"), compareTable = $("compare");
+  const localPanel = $("local"), modelSelect = $("browser-model"), loadBar = $("load-progress");
+  const loadStatus = $("load-status"), sourcesBox = $("sources"), sourceList = $("source-list");
   const SVG = "http://www.w3.org/2000/svg";
   const PALETTE = ["#2f6fde", "#d9622b", "#2a9d6f", "#8b5cf6", "#c2410c", "#0e7490"];
-  const runs = [];          // {n, model, role, ttft_ms, total_ms, tokens, tokens_per_s, grounded}
-  const colours = new Map(); // model name -> colour, in order of first use
+  const runs = [];  // {n, engine, model, role, ttft_ms, total_ms, tokens, tokens_per_s, prompt_tokens, grounded}
+  const colours = new Map(); // series (model, or model + "in this browser") -> colour, in order of first use
   let controller = null;
+  let manifest = null;   // GET /playground/engines: wllama's files, the models, the prompt wording
+  let localLib = null;   // the playground-local.js module, imported once (a promise)
+  let engine = null;     // its BrowserEngine, once a model is asked for
+  const fmtBytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
 
   const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
+  const seriesOf = (r) => (r.engine === "browser" ? `${r.model} (in this browser)` : r.model);
   const colourOf = (model) => {
     if (!colours.has(model)) colours.set(model, PALETTE[colours.size % PALETTE.length]);
     return colours.get(model);
@@ -26,6 +35,7 @@
 
   function setRunning(running) {
     runButton.disabled = running;
+    $("load-model").disabled = running;
     stopButton.disabled = !running;
     output.classList.toggle("streaming", running);
   }
@@ -40,6 +50,8 @@
       promptBox.focus();
       return;
     }
+    if (role === "browser") return runInBrowser(prompt.trim(), referenceBox.value);
+    sourcesBox.hidden = true;
     output.textContent = "";
     $("answer-model").textContent = role === "slm" ? "· small model" : "· large model";
     setStatus("Waiting for the first token…");
@@ -89,7 +101,7 @@
             output.scrollTop = output.scrollHeight;
           } else if (event.type === "done") {
             finished = true;
-            addRun(event);
+            addRun({engine: "server", ...event});
             setStatus(`${event.model} · first token ${fmtMs(event.ttft_ms)} · total ` +
               `${fmtMs(event.total_ms)} · ${event.tokens} tokens · ${event.tokens_per_s} tok/s` +
               (event.grounded ? " · answered from the reference text" : ""));
@@ -106,6 +118,124 @@
         setStatus(`Stopped after ${fmtMs(ms)}.`);
       } else {
         setStatus(`The request failed: ${err.message}. Is the app still running?`, true);
+      }
+    } finally {
+      controller = null;
+      setRunning(false);
+    }
+  }
+
+  // -- the in-browser engine -------------------------------------------------------------------
+
+  // One import, shared by every caller (the panel and a run may ask at the same time).
+  const lib = () => (localLib = localLib || import("/public/playground-local.js"));
+
+  async function engines() {
+    if (!manifest) {
+      const response = await fetch("/playground/engines", {credentials: "same-origin"});
+      if (!response.ok) throw new Error(`GET /playground/engines: HTTP ${response.status}`);
+      manifest = await response.json();
+    }
+    return manifest;
+  }
+
+  async function showLocalPanel() {
+    const on = form.elements.role.value === "browser";
+    localPanel.hidden = !on;
+    if (!on || modelSelect.options.length) return;
+    try {
+      const m = await engines();
+      for (const spec of m.models) {
+        const option = new Option(`${spec.label} · ${fmtBytes(spec.size)}`, spec.name);
+        option.disabled = !spec.available;
+        if (!spec.available) option.title = spec.problem;
+        modelSelect.append(option);
+      }
+      const first = m.models.find((s) => s.available);
+      if (first) modelSelect.value = first.name;
+      const backend = await (await lib()).detectBackend();
+      $("browser-backend").textContent = backend === "webgpu"
+        ? "WebGPU (this browser offers a GPU adapter)"
+        : "WebAssembly on the CPU, 1 thread (no WebGPU adapter here)";
+      loadStatus.textContent = m.wllama.problem || (first ? "The model loads on the first run, " +
+        "once per page; the browser keeps the file for the next visit." : m.models[0].problem);
+    } catch (err) {
+      loadStatus.textContent = `The in-browser engine is unavailable: ${err.message}`;
+    }
+  }
+
+  async function loadLocalModel(name) {
+    const m = await engines();
+    const module = await lib();
+    engine = engine || new module.BrowserEngine(m);
+    if (engine.model === name) return;
+    loadBar.hidden = false;
+    loadBar.value = 0;
+    setStatus("Loading the model into this page…");
+    await engine.load(name, ({loaded, total}) => {
+      const pct = total ? Math.round((loaded / total) * 100) : 0;
+      loadBar.value = total ? loaded / total : 0;
+      loadStatus.textContent = `Loading ${name}: ${fmtBytes(loaded)} of ${fmtBytes(total)} (${pct}%)`;
+    });
+    loadBar.value = 1;
+    const e = engine;
+    loadStatus.dataset.loadMs = e.loadMs.toFixed(0);
+    loadStatus.dataset.fromCache = String(e.fromCache);
+    loadStatus.textContent = `${name} loaded in ${fmtMs(e.loadMs)} ` +
+      (e.fromCache ? "from this browser's cache" : "(downloaded once; cached for the next visit)") +
+      ` · ${e.backend === "webgpu" ? "WebGPU" : "WebAssembly, 1 thread"}`;
+  }
+
+  function showSources(sources) {
+    sourceList.replaceChildren();
+    for (const s of sources) {
+      const li = document.createElement("li");
+      li.dataset.score = s.score.toFixed(3);
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = ` — passage ${s.passage}, BM25 ${s.score.toFixed(2)}`;
+      li.append(document.createTextNode(s.text), score);
+      sourceList.append(li);
+    }
+    sourcesBox.hidden = !sources.length;
+  }
+
+  async function runInBrowser(prompt, reference) {
+    const name = modelSelect.value;
+    output.textContent = "";
+    $("answer-model").textContent = `· ${name} in this browser`;
+    setRunning(true);
+    controller = new AbortController();
+    const started = performance.now();
+    try {
+      await loadLocalModel(name);
+      const module = await lib();
+      const sources = module.selectSources(reference, prompt);
+      showSources(sources);
+      const messages = module.groundedMessages(prompt, sources, manifest.prompt);
+      setStatus("Waiting for the first token…");
+      let first = true;
+      const maxTokens = Math.min(Math.max(Number($("max-tokens").value) || 128, 1), 1024);
+      const timings = await engine.run(messages, {
+        signal: controller.signal,
+        maxTokens,
+        onToken: (text) => {
+          if (first) { first = false; setStatus("Streaming…"); }
+          output.append(document.createTextNode(text));
+          output.scrollTop = output.scrollHeight;
+        },
+      });
+      const event = {engine: "browser", model: name, role: "browser",
+        grounded: sources.length > 0, ...timings};
+      addRun(event);
+      setStatus(`${name} in this browser · first token ${fmtMs(event.ttft_ms)} · total ` +
+        `${fmtMs(event.total_ms)} · ${event.tokens} tokens · ${event.tokens_per_s} tok/s` +
+        (event.grounded ? ` · answered from ${sources.length} passage(s) of the reference text` : ""));
+    } catch (err) {
+      if (err.name === "AbortError" || controller?.signal.aborted) {
+        setStatus(`Stopped after ${fmtMs(performance.now() - started)}.`);
+      } else {
+        setStatus(`The in-browser engine failed: ${err.message}`, true);
       }
     } finally {
       controller = null;
@@ -135,9 +265,10 @@
     draw();
     const row = document.createElement("tr");
     const r = runs[runs.length - 1];
-    for (const [text, cls] of [[r.n, ""], [r.model, ""], [fmtMs(r.ttft_ms), "num"],
+    row.dataset.run = JSON.stringify(r);  // the exact figures, for tests and `tools/bench_playground.py`
+    for (const [text, cls] of [[r.n, ""], [engineOf(r), ""], [r.model, ""], [fmtMs(r.ttft_ms), "num"],
       [fmtMs(r.total_ms), "num"], [r.tokens, "num"], [r.tokens_per_s, "num"],
-      [r.grounded ? "reference" : "none", ""]]) {
+      [promptSize(r), "num"], [r.grounded ? "reference" : "none", ""]]) {
       const td = document.createElement("td");
       td.textContent = text;
       if (cls) td.className = cls;
@@ -145,11 +276,56 @@
     }
     runsTable.tBodies[0].append(row);
     runsTable.hidden = false;
+    drawComparison();
+  }
+
+  // "~" marks an estimate (UTF-8 bytes / 3, as rag estimates) where the engine reported no usage.
+  const promptSize = (r) => (r.prompt_tokens == null ? "–" : `${r.tokens_estimated ? "~" : ""}${r.prompt_tokens}`);
+  const engineOf = (r) => (r.engine === "browser" ? "browser" : r.role === "slm" ? "server small" : "server large");
+  const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b), m = Math.floor(s.length / 2);
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
+
+  // One row per engine and model: medians of first token, tokens/s and total, with prompt size.
+  function drawComparison() {
+    const groups = new Map();
+    for (const r of runs) {
+      const key = `${engineOf(r)} · ${r.model}`;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(r);
+    }
+    const fastest = Math.max(...runs.map((r) => r.tokens_per_s), 1);
+    compareTable.tBodies[0].replaceChildren();
+    for (const [key, rs] of groups) {
+      const tps = median(rs.map((r) => r.tokens_per_s));
+      const prompts = rs.map((r) => r.prompt_tokens).filter((p) => p != null);
+      const row = document.createElement("tr");
+      row.dataset.engine = engineOf(rs[0]);
+      for (const [text, cls] of [[key, ""], [rs.length, "num"], [fmtMs(median(rs.map((r) => r.ttft_ms))), "num"],
+        [tps.toFixed(1), "num"], [fmtMs(median(rs.map((r) => r.total_ms))), "num"],
+        [prompts.length ? `${rs[0].tokens_estimated ? "~" : ""}${Math.round(median(prompts))}` : "–", "num"]]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (cls) td.className = cls;
+        row.append(td);
+      }
+      const bar = document.createElement("td");
+      const fill = document.createElement("span");
+      fill.className = "bar";
+      fill.style.width = `${Math.max(2, (tps / fastest) * 120)}px`;
+      fill.style.background = colourOf(seriesOf(rs[0]));
+      fill.title = `${tps.toFixed(1)} tokens/s`;
+      bar.append(fill);
+      row.append(bar);
+      compareTable.tBodies[0].append(row);
+    }
+    compareTable.hidden = $("compare-title").hidden = !runs.length;
   }
 
   function draw() {
     chart.replaceChildren();
-    const W = 900, H = 260, left = 64, right = 20, top = 16, bottom = 36;
+    const W = 900, H = 270, left = 64, right = 20, top = 16, bottom = 46;
     const plotW = W - left - right, plotH = H - top - bottom;
     if (!runs.length) {
       chart.append(el("text", {x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty"},
@@ -171,7 +347,7 @@
     }
     // One line through the totals of each model, so the two models read as two series.
     for (const model of colours.keys()) {
-      const pts = runs.map((r, i) => [r, i]).filter(([r]) => r.model === model)
+      const pts = runs.map((r, i) => [r, i]).filter(([r]) => seriesOf(r) === model)
         .map(([r, i]) => `${x(i)},${y(r.total_ms)}`);
       if (pts.length > 1) {
         chart.append(el("polyline", {points: pts.join(" "), fill: "none", stroke: colourOf(model),
@@ -179,11 +355,15 @@
       }
     }
     runs.forEach((r, i) => {
-      const colour = colourOf(r.model), cx = x(i);
+      const colour = colourOf(seriesOf(r)), cx = x(i);
       const crowded = slots > 14;  // many runs: label every few, and leave the values to tooltips
       if (!crowded || i % Math.ceil(slots / 14) === 0) {
-        chart.append(el("text", {x: cx, y: H - 14, "text-anchor": "middle", class: "axis-label"},
-          crowded ? `#${r.n}` : `#${r.n} ${r.role === "slm" ? "small" : "large"}`));
+        chart.append(el("text", {x: cx, y: H - 20, "text-anchor": "middle", class: "axis-label"},
+          crowded ? `#${r.n}` : `#${r.n} ${r.engine === "browser" ? "browser" : r.role === "slm" ? "small" : "large"}`));
+        if (!crowded && r.prompt_tokens != null) {
+          chart.append(el("text", {x: cx, y: H - 2, "text-anchor": "middle", class: "axis-label"},
+            `prompt ${promptSize(r)} tok`));
+        }
       }
       const d = 5, ty = y(r.ttft_ms);
       const diamond = el("polygon", {points: `${cx},${ty - d} ${cx + d},${ty} ${cx},${ty + d} ${cx - d},${ty}`,
@@ -191,9 +371,10 @@
       diamond.append(el("title", {}, `run ${r.n} · ${r.model} · first token ${fmtMs(r.ttft_ms)}`));
       chart.append(diamond);
       const dot = el("circle", {cx, cy: y(r.total_ms), r: 6, fill: colour, class: "point total",
-        "data-model": r.model, "data-run": r.n});
-      dot.append(el("title", {}, `run ${r.n} · ${r.model} · total ${fmtMs(r.total_ms)} · ` +
-        `first token ${fmtMs(r.ttft_ms)} · ${r.tokens} tokens`));
+        "data-model": r.model, "data-run": r.n, "data-engine": r.engine || "server"});
+      dot.append(el("title", {}, `run ${r.n} · ${engineOf(r)} · ${r.model} · total ${fmtMs(r.total_ms)} · ` +
+        `first token ${fmtMs(r.ttft_ms)} · ${r.tokens} tokens · ${r.tokens_per_s} tok/s · ` +
+        `prompt ${promptSize(r)} tokens`));
       chart.append(dot);
       if (!crowded) {
         chart.append(el("text", {x: cx + 9, y: y(r.total_ms) - 8, class: "axis-label"},
@@ -225,10 +406,27 @@
     colours.clear();
     runsTable.tBodies[0].replaceChildren();
     runsTable.hidden = true;
+    drawComparison();
     draw();
+  });
+  for (const radio of form.elements.role) radio.addEventListener("change", showLocalPanel);
+  $("load-model").addEventListener("click", async () => {
+    if (controller) return;
+    setRunning(true);
+    controller = new AbortController();
+    try {
+      await loadLocalModel(modelSelect.value);
+      setStatus("The model is loaded; Run answers in this page.");
+    } catch (err) {
+      setStatus(`The in-browser engine failed to load: ${err.message}`, true);
+    } finally {
+      controller = null;
+      setRunning(false);
+    }
   });
   form.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); if (!controller) run(); }
   });
   draw();
+  showLocalPanel();
 })();

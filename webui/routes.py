@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from rag.history import FILES_ROUTE, may_read, stored_file
 from rag.playground import MAX_BODY_BYTES, parse_request, playground_events, sse_stream
+from rag.playground_assets import Asset, engines_manifest, model_asset, not_modified, vendor_asset
 from webui.context import AppContext
 
 
@@ -48,6 +50,26 @@ def make_router(ctx: AppContext) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    # The in-browser engine's files (rag/playground_assets.py whitelists them; no path is ever
+    # taken from the URL). Public like /public: they carry no user data.
+    @routes.get("/playground/engines", include_in_schema=False)
+    async def playground_engines() -> JSONResponse:
+        manifest = await asyncio.to_thread(engines_manifest, ctx.cfg.data_dir)
+        return JSONResponse(manifest, headers={"Cache-Control": "no-cache"})
+
+    @routes.api_route(
+        "/playground/assets/{key:path}", methods=["GET", "HEAD"], include_in_schema=False
+    )
+    async def playground_vendor_file(request: Request, key: str) -> Response:
+        return _asset_response(request, vendor_asset(key))
+
+    @routes.api_route(
+        "/playground/models/{digest}/{filename}", methods=["GET", "HEAD"], include_in_schema=False
+    )
+    async def playground_model_file(request: Request, digest: str, filename: str) -> Response:
+        asset = await asyncio.to_thread(model_asset, digest, filename, ctx.cfg.data_dir)
+        return _asset_response(request, asset)
+
     @routes.get(FILES_ROUTE + "/{object_key:path}", include_in_schema=False)
     async def history_file(
         object_key: str, user: Annotated[Any, Depends(get_current_user)]
@@ -65,6 +87,15 @@ def make_router(ctx: AppContext) -> APIRouter:
         return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-cache"})
 
     return routes
+
+
+def _asset_response(request: Request, asset: Asset | None) -> Response:
+    if asset is None:
+        return JSONResponse({"error": "no such file"}, status_code=404)
+    if not_modified(request.headers, asset):
+        return Response(status_code=304, headers=asset.headers())
+    # Starlette answers Range requests (206) and HEAD itself.
+    return FileResponse(asset.path, media_type=asset.media_type, headers=asset.headers())
 
 
 def serve_before_chainlit(router: APIRouter) -> None:

@@ -6,6 +6,7 @@ would fetch, and a real page load plus a question makes only loopback requests.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from html.parser import HTMLParser
@@ -109,4 +110,38 @@ def test_page_only_talks_to_loopback_while_answering(
     assert page_requests.blocked == [], f"the page tried to reach: {page_requests.blocked}"
     assert any("/assets/" in url for url in page_requests.all), page_requests.all
     off_machine = [u for u in page_requests.all + sockets if _remote(u)]
+    assert off_machine == [], off_machine
+
+
+def test_playground_and_its_in_browser_engine_name_no_remote_resource(app_url: str) -> None:
+    html = _get(f"{app_url}/playground")
+    parser = _Resources()
+    parser.feed(html)
+    scripts = [url for tag, url in parser.urls if tag == "script"]
+    assert scripts, "no <script> found on /playground"
+    assert [u for _, u in parser.urls if _remote(u)] == []
+    # The first-party code, including the module the page imports for the in-browser engine.
+    for url in [*scripts, "/public/playground-local.js"]:
+        text = _get(urljoin(f"{app_url}/", url))
+        for host in REMOTE_HOSTS:
+            assert host not in text, f"{url} references {host}"
+    # wllama's bundle names a CDN for its "compat" build; the page must switch that off.
+    local = _get(f"{app_url}/public/playground-local.js")
+    assert "setCompat(null)" in local
+    manifest = json.loads(_get(f"{app_url}/playground/engines"))
+    urls = [manifest["wllama"]["module"], manifest["wllama"]["wasm"]]
+    for url in urls + [m["url"] for m in manifest["models"]]:
+        assert not _remote(url) and not url.startswith("//"), url
+
+
+def test_playground_only_talks_to_loopback_when_the_browser_engine_is_picked(
+    page: Page, app_url: str, page_requests: PageRequests
+) -> None:
+    page.goto(f"{app_url}/playground")
+    page.locator("label[for=role-browser]").click()
+    expect(page.locator("#browser-backend")).not_to_be_empty()
+    page.wait_for_load_state("networkidle")
+    assert page_requests.blocked == [], f"the page tried to reach: {page_requests.blocked}"
+    assert any(u.endswith("/playground/engines") for u in page_requests.all), page_requests.all
+    off_machine = [u for u in page_requests.all if _remote(u)]
     assert off_machine == [], off_machine
