@@ -471,8 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = models.add_parser("build", help="assemble GGUF files and export the ONNX encoder")
     s.add_argument("--embedding-only", action="store_true")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--foundry", action="store_true",
-                   help="also convert SmolLM2 for Foundry Local (needs the `foundry` extra)")
+    s.add_argument(
+        "--foundry",
+        action="store_true",
+        help="also convert SmolLM2 for Foundry Local (needs the `foundry` extra)",
+    )
     s.add_argument("--foundry-model", action="append", metavar="NAME",
                    help="convert this shipped model for Foundry Local (repeatable)")  # fmt: skip
     s.set_defaults(handler=cmd_models_build)

@@ -158,7 +158,8 @@ class FoundryConfig(_Model):
     runtime: Literal["auto", "service", "in-process"] = "auto"
     # A catalog the SDK reads instead of Microsoft's online one (e.g. a loopback server offline).
     catalog_url: str | None = None
-    app_dir: Path | None = None  # the SDK's own data (registrations, logs); None: <data_dir>/foundry
+    # The SDK's own data (registrations, logs); None: <data_dir>/foundry.
+    app_dir: Path | None = None
 
 
 class ModelsConfig(_Model):

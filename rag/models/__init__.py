@@ -17,7 +17,9 @@ def make_chat_model(
     mcfg = cfg.models.slm if role == "slm" else cfg.models.llm
     if mcfg.provider == "foundry-local":
         return FoundryLocalModel(mcfg, cfg.models.foundry, cfg.models.timeouts, cfg.data_dir)
-    return OpenAICompatModel(mcfg, base_url_for(mcfg, cfg.models.embedded, role), cfg.models.timeouts)
+    return OpenAICompatModel(
+        mcfg, base_url_for(mcfg, cfg.models.embedded, role), cfg.models.timeouts
+    )
 
 
 __all__ = [

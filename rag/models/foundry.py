@@ -89,7 +89,9 @@ class FoundryRuntime:
     def get(cls, data_dir: Path, foundry: FoundryConfig) -> FoundryRuntime:
         """The process's runtime, made on first use (another app dir or catalog: made anew)."""
         if not sdk_installed():
-            raise ModelError(f"Foundry Local in process needs foundry-local-sdk; {SDK_FIX}", kind="refused")
+            raise ModelError(
+                f"Foundry Local in process needs foundry-local-sdk; {SDK_FIX}", kind="refused"
+            )
         key = (str(foundry.app_dir or data_dir / "foundry"), foundry.catalog_url)
         with cls._lock:
             cur = cls._current
@@ -128,7 +130,9 @@ class FoundryRuntime:
                     meta.set_string_property("task", "chat-completion")
                     meta.set_string_property("alias", name)
                     meta.set_string_property("display_name", f"{name} (converted by rag)")
-                    local.register_model(model_path=folder.resolve(), model_id=model_id, metadata=meta)
+                    local.register_model(
+                        model_path=folder.resolve(), model_id=model_id, metadata=meta
+                    )
             self.registered[name] = model_id
 
     def available(self) -> list[str]:
@@ -179,7 +183,9 @@ class FoundryRuntime:
             self.manager.start_web_service()
         urls = self.manager.urls or []
         if not urls:
-            raise ModelError("Foundry Local's web service started but reported no URL", kind="refused")
+            raise ModelError(
+                "Foundry Local's web service started but reported no URL", kind="refused"
+            )
         return urls[0].rstrip("/") + "/v1"
 
 
@@ -338,9 +344,12 @@ class FoundryLocalModel:
             with ChatSession(model) as session, Request() as request:
                 session.set_options(RequestOptions(search=SearchOptions(**options)))
                 session.set_streaming(True)
-                items = [MessageItem(roles.get(m["role"], MessageRole.USER), m["content"]) for m in messages]
-                for item in items:
-                    request.add_item(item)
+                role = roles.get
+                items = [
+                    MessageItem(role(m["role"], MessageRole.USER), m["content"]) for m in messages
+                ]
+                for message in items:
+                    request.add_item(message)
                 with session.process_streaming_request(request) as stream:
                     for item in stream:
                         if cancel.is_set():
@@ -349,7 +358,8 @@ class FoundryLocalModel:
                             emit(("text", item.text))
                     with stream.final_response as final:
                         usage = final.get_usage()
-                        emit(("done", (int(final.finish_reason), usage.prompt_tokens, usage.completion_tokens)))
+                        finish = int(final.finish_reason)
+                        emit(("done", (finish, usage.prompt_tokens, usage.completion_tokens)))
         except Exception as exc:
             emit(("error", exc))
 

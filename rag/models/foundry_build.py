@@ -30,7 +30,7 @@ Progress = Callable[[str], None]
 FOUNDRY_DIRNAME = "foundry"
 STAMP = "rag-foundry.json"
 # Bump when the conversion steps change: older conversions are then redone.
-RECIPE = 1
+RECIPE = 2
 EXTRA_FIX = "install the `foundry` extra: `pip install -e '.[foundry]'` (or `make install`)"
 # What the conversion imports: module name -> the package that provides it.
 BUILD_MODULES: dict[str, str] = {
@@ -95,10 +95,11 @@ def converted_models(data_dir: Path) -> dict[str, Path]:
 
 def _dequantize(gguf: Path, out: Path) -> None:
     """GGUF -> float32 Hugging Face folder (config, safetensors, tokenizer, chat template)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
+    hf: Any = transformers  # partly untyped; two calls are made
+    tokenizer = hf.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = hf.AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype="float32"
     )
     # The weights are already float32 here; the GGUF quantizer only blocks save_pretrained.
@@ -107,6 +108,35 @@ def _dequantize(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    _fix_byte_level_tokenizer(out)
+
+
+def _fix_byte_level_tokenizer(folder: Path) -> None:
+    """Undo two artefacts of transformers 4.x's GGUF tokenizer conversion for byte-level BPE.
+
+    It wraps the ByteLevel decoder in SentencePiece steps (ORT GenAI then prints "Ġ" for spaces)
+    and prepends a BOS to every text (the chat template already starts with its own token).
+    """
+    path = folder / "tokenizer.json"
+    tok = json.loads(path.read_text(encoding="utf-8"))
+    if (tok.get("pre_tokenizer") or {}).get("type") != "ByteLevel":
+        return
+    decoder = tok.get("decoder") or {}
+    if decoder.get("type") == "Sequence":
+        levels = [d for d in decoder.get("decoders", []) if d.get("type") == "ByteLevel"]
+        if levels:
+            tok["decoder"] = levels[0]
+    post = tok.get("post_processor") or {}
+    if post.get("type") == "TemplateProcessing":
+        for key in ("single", "pair"):
+            post[key] = [p for p in post.get(key, []) if "SpecialToken" not in p]
+        post["special_tokens"] = {}
+    path.write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("add_bos_token"):
+        config["add_bos_token"] = False
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _build_genai(hf_dir: Path, out: Path, cache: Path, log: Path) -> None:
@@ -148,7 +178,8 @@ def convert_gguf(
         hf_dir, out = work / "hf", work / name
         progress(f"{name}: 1/2 de-quantizing {gguf.name} with transformers")
         _dequantize(gguf, hf_dir)
-        progress(f"{name}: 2/2 building the int4 ONNX Runtime GenAI model ({time.perf_counter() - t0:.0f} s)")
+        took = time.perf_counter() - t0
+        progress(f"{name}: 2/2 building the int4 ONNX Runtime GenAI model ({took:.0f} s so far)")
         _build_genai(hf_dir, out, work / "cache", work / "builder.log")
         missing_files = [f for f in REQUIRED_FILES if not (out / f).is_file()]
         if missing_files:
@@ -191,7 +222,14 @@ def build_foundry(
     data_dir: Path, names: Sequence[str] | None = None, progress: Progress = print
 ) -> dict[str, Any]:
     """Convert the named shipped GGUF models (default: SmolLM2) for Foundry Local."""
-    from rag.models.artifacts import GGUF_NAMES, SMOLLM2, SMOLLM2_NAME, GGUF_SPECS, gguf_path
+    from rag.models.artifacts import (
+        GGUF_NAMES,
+        GGUF_SPECS,
+        SMOLLM2,
+        SMOLLM2_NAME,
+        gguf_path,
+        smollm2_path,
+    )
 
     chosen = list(names or [SMOLLM2_NAME])
     unknown = [n for n in chosen if n not in GGUF_NAMES]
@@ -204,6 +242,9 @@ def build_foundry(
     folder = foundry_models_dir(data_dir)
     summary: dict[str, Any] = {}
     for name in chosen:
-        sha = SMOLLM2.sha256 if name == SMOLLM2_NAME else GGUF_SPECS[name].sha256
-        summary[name] = convert_gguf(name, gguf_path(name, data_dir), sha, folder, progress)
+        if name == SMOLLM2_NAME:  # used in place from its hash-pinned package
+            gguf, sha = smollm2_path(), SMOLLM2.sha256
+        else:
+            gguf, sha = gguf_path(name, data_dir), GGUF_SPECS[name].sha256
+        summary[name] = convert_gguf(name, gguf, sha, folder, progress)
     return summary

@@ -24,35 +24,18 @@ from rag.errors import ModelError
 from rag.models import CallRecord, FoundryLocalModel, make_chat_model
 from rag.models.artifacts import smollm2_path
 from rag.models.embedded import ServerSpec, serve
-from rag.models.foundry import FoundryRuntime, sdk_installed, served_models
-from rag.models.foundry_build import build_foundry, is_converted, missing_build_modules
+from rag.models.foundry import FoundryRuntime, served_models
 from tests.fake_openai import FakeOpenAI, closed_port_url, free_port
-from tests.foundry_catalog import EmptyCatalog
+from tests.foundry_support import SMOL, EmptyCatalog, converted_smollm2
 
 pytestmark = [pytest.mark.slow, pytest.mark.foundry]
 
-SMOL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
-
-
-def _require_extra() -> None:
-    """Skip without the `foundry` extra, unless `make test` says it must be there."""
-    missing = missing_build_modules() + ([] if sdk_installed() else ["foundry-local-sdk"])
-    if missing:
-        msg = f"the `foundry` extra is not installed (missing: {', '.join(missing)})"
-        if os.environ.get("RAG_REQUIRE_FOUNDRY") == "1":
-            pytest.fail(msg + "; `make install` installs it")
-        pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")
 def smol_foundry(repo_root: Path) -> Path:
-    """SmolLM2 in ORT GenAI format under the repo's .rag/ (converted on the first run only)."""
-    _require_extra()
-    summary = build_foundry(repo_root / ".rag", [SMOL], progress=print)
-    path = Path(summary[SMOL]["path"])
-    assert is_converted(path)
-    return path
+    return converted_smollm2(repo_root)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +46,10 @@ def catalog() -> Iterator[EmptyCatalog]:
 
 @pytest.fixture(scope="module")
 def sdk_env(
-    smol_foundry: Path, catalog: EmptyCatalog, repo_root: Path, tmp_path_factory: pytest.TempPathFactory
+    smol_foundry: Path,
+    catalog: EmptyCatalog,
+    repo_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """RAG__ overrides that put the small model on Foundry Local in process, offline."""
     return {
@@ -163,7 +149,9 @@ def test_endpoint_discovery_starts_the_sdk_web_service(sdk_env: dict[str, str]) 
 
 
 def test_service_not_running_says_how_to_start_it(sdk_env: dict[str, str]) -> None:
-    cfg = _cfg(sdk_env, FOUNDRY_LOCAL_ENDPOINT=closed_port_url(), RAG__MODELS__FOUNDRY__RUNTIME="auto")
+    cfg = _cfg(
+        sdk_env, FOUNDRY_LOCAL_ENDPOINT=closed_port_url(), RAG__MODELS__FOUNDRY__RUNTIME="auto"
+    )
     model = make_chat_model(cfg, "slm")
     assert isinstance(model, FoundryLocalModel) and model.runtime_kind == "service"
     with pytest.raises(ModelError, match="Foundry Local is not running at") as info:
@@ -184,7 +172,7 @@ def test_http_resolves_the_alias_to_the_served_id(sdk_env: dict[str, str]) -> No
             RAG__MODELS__FOUNDRY__RUNTIME="auto",
         )
         model = make_chat_model(cfg, "slm")
-        pieces, record = _run(model, QUESTION)  # type: ignore[arg-type]
+        pieces, _ = _run(model, QUESTION)  # type: ignore[arg-type]
         assert "".join(pieces) == "Paris is the capital of France [1]."
         assert [r.model for r in fake.requests] == [served]
         assert model.model_id == served and model.base_url == fake.base_url
@@ -211,7 +199,9 @@ def _ask(env: dict[str, str], repo_root: Path, *args: str) -> dict[str, object]:
     return out
 
 
-def test_rag_ask_json_on_foundry_local(sdk_env: dict[str, str], repo_root: Path, tmp_path: Path) -> None:
+def test_rag_ask_json_on_foundry_local(
+    sdk_env: dict[str, str], repo_root: Path, tmp_path: Path
+) -> None:
     env = {
         **sdk_env,
         "RAG__DATA_DIR": str(_data_dir(tmp_path, repo_root)),
@@ -259,5 +249,7 @@ def test_cascade_foundry_small_llama_cpp_large(
     assert out["models"] == [SMOL, llama_llm.alias] and out["model"] == llama_llm.alias
     stages = out["timings"]["stages"]  # type: ignore[index]
     assert stages["draft"]["model"] == SMOL and stages["draft"]["completion_tokens"] > 0
-    assert stages["answer"]["model"] == llama_llm.alias and stages["answer"]["completion_tokens"] > 0
+    assert (
+        stages["answer"]["model"] == llama_llm.alias and stages["answer"]["completion_tokens"] > 0
+    )
     assert isinstance(out["answer"], str) and out["answer"].strip()

@@ -1,4 +1,6 @@
-"""An empty Foundry Local model catalog on loopback, so the real SDK runs offline.
+"""Foundry Local test support: the converted SmolLM2, and an empty model catalog on loopback.
+
+An empty catalog on loopback lets the real SDK run offline.
 
 The SDK's manager reads its public catalog from Microsoft's asset gallery
 (``POST https://api.catalog.azureml.ms/asset-gallery/v1.0/models`` with a JSON filter body).
@@ -11,13 +13,39 @@ lookup local: models come from the SDK's local catalog, where converted folders 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 
+import pytest
+
+from rag.models.foundry import sdk_installed
+from rag.models.foundry_build import build_foundry, is_converted, missing_build_modules
 from tests.fake_openai import free_port
 
 CATALOG_PATH = "/asset-gallery/v1.0/models"
+SMOL = "smollm2-135m-instruct"
+
+
+def require_extra() -> None:
+    """Skip without the `foundry` extra, unless `make test` says it must be there."""
+    missing = missing_build_modules() + ([] if sdk_installed() else ["foundry-local-sdk"])
+    if missing:
+        msg = f"the `foundry` extra is not installed (missing: {', '.join(missing)})"
+        if os.environ.get("RAG_REQUIRE_FOUNDRY") == "1":
+            pytest.fail(msg + "; `make install` installs it")
+        pytest.skip(msg)
+
+
+def converted_smollm2(repo_root: Path) -> Path:
+    """SmolLM2 in ORT GenAI format under the repo's .rag/ (converted on the first run only)."""
+    require_extra()
+    summary = build_foundry(repo_root / ".rag", [SMOL], progress=print)
+    path = Path(summary[SMOL]["path"])
+    assert is_converted(path)
+    return path
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _answer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
