@@ -38,13 +38,18 @@ def foundry_app_url(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -
             "RAG__MODELS__SLM__BASE_URL": "",
             "RAG__MODELS__SLM__CONTEXT_WINDOW": "2048",
             "RAG__MODELS__SLM__MAX_TOKENS": "48",
+            # The large model too, so whichever the chat profile asks, Foundry Local answers.
+            "RAG__MODELS__LLM__PROVIDER": "foundry-local",
+            "RAG__MODELS__LLM__MODEL": SMOL,
+            "RAG__MODELS__LLM__BASE_URL": "",
+            "RAG__MODELS__LLM__CONTEXT_WINDOW": "2048",
+            "RAG__MODELS__LLM__MAX_TOKENS": "48",
             "RAG__MODELS__FOUNDRY__RUNTIME": "in-process",
             "RAG__MODELS__FOUNDRY__CATALOG_URL": catalog.url,
             "RAG__MODELS__FOUNDRY__APP_DIR": str(workdir / "foundry-app"),
             "RAG__RETRIEVAL__TOP_K": "3",
-            "RAG__ESCALATION__MODE": "never",
         }
-        # The large model is never asked (mode never); its URL refuses connections.
+        # No model server at all: nothing listens at the URL run_chainlit passes.
         with run_chainlit(workdir, closed_port_url(), retriever="bm25", extra_env=env) as url:
             yield url
 
@@ -56,5 +61,6 @@ def test_foundry_local_in_process_answers_a_docs_question(page: Page, foundry_ap
     expect(answer).to_contain_text(
         re.compile(rf"bm25 · {SMOL} · .+ · total \d+\.\d s"), timeout=120_000
     )
+    expect(page.get_by_text(re.compile("unavailable|cannot reach"))).to_have_count(0)
     screenshot(page, "foundry_local_chat.png")
     assert_no_traceback(page)
