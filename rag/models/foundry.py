@@ -40,6 +40,7 @@ SERVICE_FIX = (
     "start it with `foundry model run <alias>` (or `foundry service start`), or set "
     "FOUNDRY_LOCAL_ENDPOINT / models.<role>.base_url to where it listens"
 )
+_VARIANT_SUFFIX = re.compile(r"(-instruct)?-[a-z0-9]+-(cpu|gpu|npu)$")
 _VERSION = "1"  # the version part of the ids under which converted folders are registered
 
 
@@ -227,7 +228,9 @@ def pick_served_id(alias: str, served: Sequence[str], candidates: Sequence[str] 
             return cand
     low = alias.lower()
     for sid in served:
-        if sid.lower().startswith(low + "-") or sid.lower().startswith(low + ":"):
+        # Phi-4-mini-instruct-generic-cpu:4 -> phi-4-mini (the catalog's alias)
+        name = _VARIANT_SUFFIX.sub("", sid.lower().split(":", 1)[0])
+        if name == low:
             return sid
     return None
 
