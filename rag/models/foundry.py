@@ -187,7 +187,7 @@ class FoundryRuntime:
             raise ModelError(
                 "Foundry Local's web service started but reported no URL", kind="refused"
             )
-        return urls[0].rstrip("/") + "/v1"
+        return str(urls[0]).rstrip("/") + "/v1"
 
 
 def discover_service_url() -> str | None:

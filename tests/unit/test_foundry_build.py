@@ -65,7 +65,9 @@ def test_missing_extra_is_named_with_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(foundry_build.BUILD_MODULES, "no_such_module_for_rag", "gguf-tools")
-    with pytest.raises(ModelError, match=r"needs (.*, )?gguf-tools; install the `foundry` extra") as e:
+    with pytest.raises(
+        ModelError, match=r"needs (.*, )?gguf-tools; install the `foundry` extra"
+    ) as e:
         convert_gguf("m", tmp_path / "m.gguf", "abc", tmp_path / "out", print)
     assert e.value.kind == "missing_extra"
 
