@@ -48,7 +48,7 @@ typecheck: install
 	$(BIN)/mypy --strict rag
 
 # RAG_REQUIRE_FOUNDRY: the Foundry Local tests fail instead of skipping when the extra is missing
-# (their first run converts SmolLM2 into .rag/models/foundry, ~1.5 min; later runs reuse it).
+# (their first run converts SmolLM2 into .rag/models/foundry, 1.5-6 min; later runs reuse it).
 pytest: install models system-deps
 	RAG_REQUIRE_FOUNDRY=1 $(BIN)/pytest -m "$(or $(MARKERS),slow or not slow)"
 
