@@ -225,6 +225,10 @@ def cmd_models_build(cfg: Config, args: argparse.Namespace) -> int:
     from rag.models.artifacts import build_all
 
     summary = build_all(cfg, chat_models=not args.embedding_only, progress=_progress)
+    if args.foundry or args.foundry_model:
+        from rag.models.foundry_build import build_foundry
+
+        summary["foundry"] = build_foundry(cfg.data_dir, args.foundry_model, progress=_progress)
     print(json.dumps(summary, indent=1, default=str) if args.json else "models ready")
     return 0
 
@@ -491,6 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = models.add_parser("build", help="assemble GGUF files and export the ONNX encoder")
     s.add_argument("--embedding-only", action="store_true")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--foundry",
+        action="store_true",
+        help="also convert SmolLM2 for Foundry Local (needs the `foundry` extra)",
+    )
+    s.add_argument("--foundry-model", action="append", metavar="NAME",
+                   help="convert this shipped model for Foundry Local (repeatable)")  # fmt: skip
     s.set_defaults(handler=cmd_models_build)
     s = models.add_parser("serve", help="run the llama.cpp servers until Ctrl-C")
     s.set_defaults(handler=cmd_models_serve)

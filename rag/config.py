@@ -166,11 +166,27 @@ class EmbeddedConfig(_Model):
     n_threads: int = Field(2, ge=1)
 
 
+class FoundryConfig(_Model):
+    """How a `foundry-local` model is reached: the Foundry Local service or the SDK in process.
+
+    auto: the service over HTTP when a base_url (or FOUNDRY_LOCAL_ENDPOINT) is set, else the SDK
+    in process when foundry-local-sdk is installed, else the service at its default endpoint.
+    service: HTTP; without a base_url the SDK's manager starts its web service in this process.
+    """
+
+    runtime: Literal["auto", "service", "in-process"] = "auto"
+    # A catalog the SDK reads instead of Microsoft's online one (e.g. a loopback server offline).
+    catalog_url: str | None = None
+    # The SDK's own data (registrations, logs); None: <data_dir>/foundry.
+    app_dir: Path | None = None
+
+
 class ModelsConfig(_Model):
     slm: ModelConfig = ModelConfig(model="qwen2.5-coder-0.5b-instruct")
     llm: ModelConfig = ModelConfig(model="qwen2.5-coder-1.5b-instruct")
     timeouts: TimeoutsConfig = TimeoutsConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
+    foundry: FoundryConfig = FoundryConfig()
 
 
 class LogisticParams(_Model):

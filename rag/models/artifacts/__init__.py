@@ -66,6 +66,7 @@ __all__ = [
     "QWEN_05B",
     "QWEN_15B",
     "SMOLLM2",
+    "SMOLLM2_NAME",
     "EmbeddingManifest",
     "GgufSpec",
     "Part",
