@@ -45,6 +45,7 @@ from rag.history import (
     sqlite_params,
     stored_file,
 )
+from rag.latency import breakdown_markdown
 from rag.playground import MAX_BODY_BYTES, parse_request, playground_events, sse_stream
 from rag.stats import SessionStats
 from rag.types import (
@@ -412,6 +413,9 @@ async def _render(question: str, opts: AskOptions) -> None:
             if isinstance(stats, SessionStats):
                 stats.add(ev)
             await _finish(answer, ev, streamed_into_answer, compared)
+            # the footer keeps one line; the full breakdown folds out below the answer
+            async with cl.Step(name="Where the time went", type="tool", icon="timer") as ts:
+                ts.output = breakdown_markdown(ev.metrics)
 
 
 _LIST_MARK = re.compile(r"^(?:[-*+]|\d+[.)])\s+")  # a leading list marker would show raw in a cell

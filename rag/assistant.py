@@ -190,6 +190,7 @@ class Assistant:
         yield Retrieved(used, tuple(hits), retrieval_ms)
 
         m = self.cfg.models
+        t_pack = time.perf_counter()
         packed = pack_context(
             hits,
             q,
@@ -197,6 +198,7 @@ class Assistant:
             max(m.slm.max_tokens, m.llm.max_tokens),
         )
         sources = packed.sources
+        packing_ms = (time.perf_counter() - t_pack) * 1000
         yield ContextPacked(sources, packed.dropped, packed.prompt_tokens)
         if packed.dropped or packed.truncated:
             cut = (
@@ -209,7 +211,7 @@ class Assistant:
                 + ".",
                 "warning",
             )
-        prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms
+        prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms - packing_ms
 
         policy = self._policy_for(opts, used)
         run = _Run()
@@ -352,6 +354,7 @@ class Assistant:
             reason=run.reason,
             cost=cost,
             incomplete=incomplete,
+            packing_ms=packing_ms,
         )
         citations = () if abstained else check_citations(final, sources)
         yield Done(final, final_model, sources, citations, metrics, abstained)

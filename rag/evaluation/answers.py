@@ -20,6 +20,7 @@ from rag.assistant import AskOptions, Assistant
 from rag.citations import contains_gold, strip_markers, token_f1
 from rag.config import Config, Mode
 from rag.errors import CorpusError
+from rag.latency import latency_json
 from rag.prompts import NOT_IN_DOCS
 from rag.stats import p95
 from rag.types import Done
@@ -131,6 +132,7 @@ async def eval_answers(
                         "escalated": done.metrics.escalated, "reason": done.metrics.reason,
                         "answer": done.answer, "draft_tokens": draft.completion_tokens if draft else None,
                         "total_ms": round(done.metrics.total_ms), "cost": done.metrics.cost,
+                        "timings": latency_json(done.metrics),
                     }
                 )  # fmt: skip
             progress(
