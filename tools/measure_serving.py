@@ -25,7 +25,7 @@ from rag.evaluation.answers import load_qa
 from rag.index import IndexManager
 from rag.models import CallRecord, Message
 from rag.models.artifacts import gguf_path
-from rag.models.embedded import ServerSpec, serve
+from rag.models.embedded import ServerSpec, probe, serve
 from rag.models.openai_compat import OpenAICompatModel
 from rag.models.warmup import warm_up
 from rag.prompts import answer_messages, pack_context
@@ -55,9 +55,11 @@ def prompts(n: int, role: str, retriever: str) -> list[list[Message]]:
 async def one(spec: ServerSpec, messages: list[Message], logprobs: bool) -> CallRecord:
     cfg = load_config("rag.yaml")
     mcfg = cfg.models.slm.model_copy(
-        update={"model": spec.alias, "logprobs": logprobs, "temperature": 0.0, "max_tokens": 96}
+        update={"model": spec.alias, "logprobs": logprobs, "temperature": 0.0, "max_tokens": 64}
     )
-    model = OpenAICompatModel(mcfg, spec.base_url, cfg.models.timeouts)
+    # a shared machine can be very slow: measure, don't time out
+    timeouts = cfg.models.timeouts.model_copy(update={"first_token_s": 900.0, "total_s": 1800.0})
+    model = OpenAICompatModel(mcfg, spec.base_url, timeouts)
     record = CallRecord(model=spec.alias)
     try:
         async for _ in model.stream(messages, record, temperature=0.0, seed=1234):
@@ -101,6 +103,9 @@ def main() -> int:
         specs.append(
             ServerSpec(args.role, alias, gguf, args.port + i, e.n_ctx, e.n_threads, **server)
         )  # type: ignore[arg-type]
+    for spec in specs:  # serve() would reuse a running server, whatever its settings
+        if probe(spec.base_url) is not None:
+            sys.exit(f"port {spec.port} is in use; choose another --port")
     msgs = prompts(args.n, args.role, args.retriever)
     rows: list[dict[str, Any]] = []
     with serve(specs, Path("/tmp/measure-serving-logs"), lambda m: print(m, file=sys.stderr)):

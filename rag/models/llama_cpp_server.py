@@ -10,6 +10,10 @@ more chunk before ``[DONE]``, shaped like llama.cpp's own server's last chunk::
                  "prompt_per_second": 171.7, "predicted_n": 31, "predicted_ms": 1402.5,
                  "predicted_per_second": 21.4}}
 
+It also stops llama-cpp-python from sorting the whole vocabulary in Python for every token
+when logprobs are asked for (see ``top_sorted``): with ``top_logprobs: 0`` that sort is thrown
+away, and it cost more than decoding the token.
+
 llama-cpp-python 0.3.36 streams neither usage nor timings (it only prints ``llama_perf`` lines
 to its log), so without this the client cannot tell queueing, prompt reading and decoding
 apart. ``queue_ms`` is the time a request waited for the model lock (one request runs at a
@@ -21,6 +25,8 @@ server's prompt cache) and not read again.
 
 from __future__ import annotations
 
+import builtins
+import heapq
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +52,22 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+class _Running:
+    """The running request's top_logprobs count (the model lock runs one request at a time)."""
+
+    top_k: int | None = None
+
+
+def top_sorted(iterable: Any, /, *, key: Any = None, reverse: bool = False) -> list[Any]:
+    """``sorted`` for llama_cpp.llama, whose only calls sort the whole vocabulary (151,936
+    (logprob, id) pairs for Qwen) in Python for every generated token, to keep the first
+    top_logprobs of them. nlargest gives the same first k items without the full sort."""
+    k = _Running.top_k
+    if k is not None and reverse and key is None:
+        return heapq.nlargest(k, iterable)
+    return builtins.sorted(iterable, key=key, reverse=reverse)
 
 
 def timings_chunk(trace: _Trace, end: float, last: dict[str, Any] | None) -> dict[str, Any]:
@@ -83,6 +105,7 @@ def timings_chunk(trace: _Trace, end: float, last: dict[str, Any] | None) -> dic
 def install() -> None:
     """Patch llama-cpp-python's server in this process so streams end with usage and timings."""
     import llama_cpp
+    import llama_cpp.llama as llama_module
     from llama_cpp.server import app as server_app
 
     original_generate = llama_cpp.Llama.generate
@@ -119,6 +142,8 @@ def install() -> None:
         def traced_call(llama: Any, **kw: Any) -> Any:
             trace = _Trace(arrived=arrived, started=time.perf_counter())
             llama._rag_trace = trace
+            top = kw.get("top_logprobs")
+            _Running.top_k = (top if isinstance(top, int) else 0) if kw.get("logprobs") else None
             result = llama_call(llama, **kw)
             if isinstance(result, dict):  # not a stream
                 llama._rag_trace = None
@@ -142,12 +167,14 @@ def install() -> None:
                 yield chunk
         finally:
             llama._rag_trace = None
+            _Running.top_k = None
         yield timings_chunk(trace, time.perf_counter(), last)
 
     # Both are looked up at call time (Llama.generate by _create_completion, the publisher by
     # the chat endpoint), so patching the names is enough.
     setattr(llama_cpp.Llama, "generate", generate)  # noqa: B010
     setattr(server_app, "get_event_publisher", get_event_publisher)  # noqa: B010
+    setattr(llama_module, "sorted", top_sorted)  # noqa: B010  (shadows the builtin there only)
 
 
 def main() -> None:

@@ -202,3 +202,18 @@ def test_timings_chunk_splits_queue_prompt_and_decode() -> None:
     assert (t["queue_ms"], t["prompt_ms"], t["predicted_ms"]) == (250.0, 1000.0, 1500.0)
     assert (t["prompt_n"], t["cache_n"], t["predicted_n"]) == (1000, 200, 31)
     assert t["prompt_per_second"] == 1000.0 and t["predicted_per_second"] == 20.0
+
+
+def test_top_sorted_keeps_the_first_k_of_a_full_sort() -> None:
+    from rag.models.llama_cpp_server import _Running, top_sorted
+
+    pairs = [(-1.0, 0), (-0.5, 1), (-3.0, 2), (-0.5, 3), (-2.0, 4)]
+    full = sorted(pairs, reverse=True)
+    try:
+        for k in (0, 1, 3, 5):
+            _Running.top_k = k
+            assert top_sorted(iter(pairs), reverse=True) == full[:k]
+        assert top_sorted(pairs) == sorted(pairs)  # not the logprobs call: a plain sort
+    finally:
+        _Running.top_k = None
+    assert top_sorted(pairs, reverse=True) == full  # outside a request: untouched
