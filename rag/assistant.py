@@ -201,6 +201,7 @@ class Assistant:
         yield Retrieved(used, tuple(hits), retrieval_ms, sufficiency)
 
         m = self.cfg.models
+        t_pack = time.perf_counter()
         prompt_hits: Sequence[Hit] = hits
         before_tokens = after_tokens = 0
         if self.cfg.context.compress and hits:
@@ -214,6 +215,7 @@ class Assistant:
             max(m.slm.max_tokens, m.llm.max_tokens),
         )
         sources = packed.sources
+        packing_ms = (time.perf_counter() - t_pack) * 1000
         if not before_tokens:
             before_tokens = after_tokens = sum(estimate_tokens(s.chunk.text) for s in sources)
         yield ContextPacked(
@@ -232,7 +234,7 @@ class Assistant:
                 + ".",
                 "warning",
             )
-        prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms
+        prep_ms = (time.perf_counter() - t0) * 1000 - retrieval_ms - packing_ms
 
         signal_name, signal_hits = self._context_signal(used, q, hits)
         policy = self._policy_for(opts, signal_name)
@@ -389,6 +391,7 @@ class Assistant:
             incomplete=incomplete,
             sufficiency=sufficiency.probability if sufficiency else None,
             signals=signals,
+            packing_ms=packing_ms,
         )
         if not abstained and final_model not in ("policy", "retrieval-only"):
             # A model that says the sources do not answer has declined: the app did not answer.

@@ -77,20 +77,9 @@ def cmd_index(cfg: Config, args: argparse.Namespace) -> int:
 
 def done_to_json(done: Done, question: str) -> dict[str, Any]:
     """The `rag ask --json` object."""
+    from rag.latency import latency_json
+
     m = done.metrics
-    stages = {
-        stage: {
-            "model": u.model,
-            "ttft_ms": round(u.ttft_ms, 1),
-            "total_ms": round(u.total_ms, 1),
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "tokens_per_s": round(u.tokens_per_s, 1),
-            "tokens_estimated": u.tokens_estimated,
-        }
-        for stage, u in m.stages
-    }
-    first = m.stages[0][1] if m.stages else None  # the first token the user saw
     return {
         "question": question,
         "answer": done.answer,
@@ -115,13 +104,7 @@ def done_to_json(done: Done, question: str) -> dict[str, Any]:
         "abstained": done.abstained,
         "sufficiency": None if m.sufficiency is None else round(m.sufficiency, 4),
         "incomplete": m.incomplete,
-        "timings": {
-            "prep_ms": round(m.prep_ms, 2),
-            "retrieval_ms": round(m.retrieval_ms, 2),
-            "ttft_ms": round(first.ttft_ms, 1) if first else None,
-            "total_ms": round(m.total_ms, 1),
-            "stages": stages,
-        },
+        "timings": latency_json(m),  # the breakdown: prep, retrieval, packing, per stage
         "tokens": {
             "prompt": sum(u.prompt_tokens for _, u in m.stages),
             "completion": sum(u.completion_tokens for _, u in m.stages),
@@ -241,6 +224,10 @@ def cmd_models_serve(cfg: Config, args: argparse.Namespace) -> int:
         _err("no model uses the embedded provider; nothing to serve")
         return 0
     with serve(specs, cfg.data_dir / "logs", _progress):
+        if cfg.models.embedded.warm_up:
+            from rag.models.warmup import warm_up
+
+            warm_up(specs, _progress)
         _progress("embedded models are up; press Ctrl-C to stop")
         try:
             while True:
@@ -275,7 +262,11 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     check_bind(host)
     status = IndexManager(cfg, _progress).open(cfg.retrieval.retriever)[1]
     _progress(status.message)
-    with serve(embedded_specs(cfg), cfg.data_dir / "logs", _progress):
+    with serve(embedded_specs(cfg), cfg.data_dir / "logs", _progress) as specs:
+        if cfg.models.embedded.warm_up:
+            from rag.models.warmup import warm_up
+
+            warm_up(specs, _progress)  # the first question must not pay the cold load
         cmd = [sys.executable, "-m", "chainlit", "run", "app.py", "--headless",
                "--host", host, "--port", str(port)]  # fmt: skip
         _progress(f"chat: http://{host}:{port}  (Ctrl-C stops the app and the models)")
@@ -443,6 +434,14 @@ def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if row.get("errors") or row.get("cross_talk") else 0
 
 
+def cmd_bench_latency(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.measure.latency_bench import bench_latency, load_items
+
+    items = load_items(Path(args.data), args.limit)
+    _print_rows(asyncio.run(bench_latency(cfg, items, _progress)), args.json)
+    return 0
+
+
 # ---- argument parsing ----
 
 Handler = Callable[[Config, argparse.Namespace], int]
@@ -588,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--passages", type=int, default=512)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_embed)
+    s = bench.add_parser(
+        "latency", help="first token and total time: baseline vs shipped settings (Assistant.ask)"
+    )
+    s.add_argument("--data", default="eval/docs_qa")
+    s.add_argument("--limit", type=int, default=0, help="first N questions only")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_bench_latency)
     return p
 
 

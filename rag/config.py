@@ -144,6 +144,8 @@ class ModelConfig(_Model):
     temperature: float = Field(0.1, ge=0, le=2)
     price_in_per_1k: float = Field(0.0, ge=0)  # hypothetical cost per 1k prompt tokens
     price_out_per_1k: float = Field(0.0, ge=0)  # and per 1k completion tokens
+    # ask for per-token log-probabilities (answer confidence); llama.cpp needs logits_all on
+    logprobs: bool = False
 
 
 class TimeoutsConfig(_Model):
@@ -164,6 +166,14 @@ class EmbeddedConfig(_Model):
     llm_file: str = "qwen2.5-coder-1.5b-instruct"
     n_ctx: int = Field(4096, ge=512)
     n_threads: int = Field(2, ge=1)
+    # Full-vocabulary logits for every prompt token: needed for logprobs, costs prompt reading
+    # time (README "Where the time goes" has the measurement).
+    slm_logits_all: bool = True
+    llm_logits_all: bool = False
+    prompt_lookup: bool = False  # n-gram speculative decoding (forces logits_all on)
+    prompt_lookup_tokens: int = Field(10, ge=1, le=64)  # tokens drafted per step
+    prompt_cache: bool = False  # llama-cpp-python's RAM prompt cache (cache: true)
+    warm_up: bool = True  # one short request per model at start, so no user pays the cold load
 
 
 class FoundryConfig(_Model):
@@ -182,11 +192,24 @@ class FoundryConfig(_Model):
 
 
 class ModelsConfig(_Model):
-    slm: ModelConfig = ModelConfig(model="qwen2.5-coder-0.5b-instruct")
+    slm: ModelConfig = ModelConfig(model="qwen2.5-coder-0.5b-instruct", logprobs=True)
     llm: ModelConfig = ModelConfig(model="qwen2.5-coder-1.5b-instruct")
     timeouts: TimeoutsConfig = TimeoutsConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
     foundry: FoundryConfig = FoundryConfig()
+
+    @model_validator(mode="after")
+    def _logprobs_need_logits(self) -> ModelsConfig:
+        for role in ("slm", "llm"):
+            m: ModelConfig = getattr(self, role)
+            if m.logprobs and m.provider == "embedded" and m.base_url is None:
+                on = getattr(self.embedded, f"{role}_logits_all") or self.embedded.prompt_lookup
+                if not on:
+                    raise ValueError(
+                        f"models.{role}.logprobs needs the embedded server to keep all logits: "
+                        f"set models.embedded.{role}_logits_all: true, or models.{role}.logprobs: false"
+                    )
+        return self
 
 
 class LogisticParams(_Model):

@@ -73,13 +73,36 @@ class Usage:
     # None when the provider returned none ("unknown", never "confident")
     logprob_mean: float | None = None
     logprob_min: float | None = None
+    # Server-side split of the call (rag.models.llama_cpp_server and llama.cpp's own server
+    # report it in a final "timings" chunk); None = the provider did not report it.
+    queue_ms: float | None = None  # waiting at the server behind other requests
+    prompt_ms: float | None = None  # reading the prompt (up to the first sampled token)
+    prompt_eval_tokens: int | None = None  # prompt tokens actually read
+    cached_tokens: int | None = None  # prompt prefix reused from the server's cache
+    decode_ms: float | None = None  # generating after the first token
+    sent_ms: float = 0.0  # client side: building and sending the request until the response began
 
     @property
     def tokens_per_s(self) -> float:
+        """Decoding speed: server-measured when reported, else from the client's clock."""
+        if self.decode_ms is not None:
+            return (
+                (self.completion_tokens - 1) / (self.decode_ms / 1000.0)
+                if self.completion_tokens > 1 and self.decode_ms > 0
+                else 0.0
+            )
         gen_ms = self.total_ms - self.ttft_ms
         if self.completion_tokens <= 1 or gen_ms <= 0:
             return 0.0
         return (self.completion_tokens - 1) / (gen_ms / 1000.0)
+
+    @property
+    def prompt_tokens_per_s(self) -> float | None:
+        """Prompt reading speed over the tokens actually read; None when not reported."""
+        if self.prompt_ms is None or self.prompt_ms <= 0:
+            return None
+        n = self.prompt_eval_tokens if self.prompt_eval_tokens is not None else self.prompt_tokens
+        return n / (self.prompt_ms / 1000.0) if n > 0 else None
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,7 @@ class Metrics:
     incomplete: bool = False
     sufficiency: float | None = None
     signals: dict[str, Any] = field(default_factory=dict)  # the router's inputs and outputs
+    packing_ms: float = 0.0  # choosing and formatting the passages for the prompt
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from chainlit.utils import utc_now
 
 from rag.assistant import AskOptions
 from rag.chat_settings import SETTINGS_KEY
+from rag.latency import breakdown_markdown
 from rag.stats import SessionStats
 from rag.types import (
     ContextPacked,
@@ -99,6 +100,9 @@ async def answer(ctx: AppContext, question: str, opts: AskOptions) -> None:
             if isinstance(stats, SessionStats):
                 stats.add(ev)
             await _finish(reply, ev, streamed_into_answer, compared)
+            # the footer keeps one line; the full breakdown folds out below the answer
+            async with cl.Step(name="Where the time went", type="tool", icon="timer") as ts:
+                ts.output = breakdown_markdown(ev.metrics)
 
 
 async def _finish(

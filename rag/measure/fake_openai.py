@@ -16,7 +16,13 @@ Standalone, e.g. behind a separate ``chainlit run`` or a load benchmark::
 Script format::
 
     {"models": {"small": {"default": "@echo-context", "replies": ["Hi [1]", {"fault": "status",
-     "status": 503}], "token_delay_s": 0.01, "first_token_delay_s": 0.2, "usage": false}}}
+     "status": 503}], "token_delay_s": 0.01, "first_token_delay_s": 0.2, "usage": false,
+     "logprob": -0.3, "timings": true}}}
+
+Log-probabilities are sent, as llama.cpp's server does, only when the request sets
+``logprobs: true`` and ``top_logprobs`` (>= 0): every content token gets ``logprob`` (a number,
+or in-process a callable token -> number). ``timings: true`` ends each stream with a
+llama.cpp-style ``timings`` object derived from the scripted delays.
 
 A reply in a script is a string, the special string "@echo-context" (see ``echo_context``) or a
 fault object: {"fault": "status"|"hang"|"slow_first_token"|"cut_after"|"malformed"|"empty", ...}
@@ -234,6 +240,10 @@ class RecordedRequest:
         return "\n".join(message_text(m) for m in self.messages)
 
 
+LogprobFn: TypeAlias = Callable[[str], float]
+DEFAULT_LOGPROB = -0.25
+
+
 @dataclass
 class _ModelState:
     queue: deque[Reply] = field(default_factory=deque)
@@ -241,6 +251,8 @@ class _ModelState:
     token_delay_s: float = 0.0
     first_token_delay_s: float = 0.0
     usage: bool = True
+    logprob: float | LogprobFn = DEFAULT_LOGPROB
+    timings: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,8 @@ class _Plan:
     token_delay_s: float
     first_token_delay_s: float
     usage: bool
+    logprob: float | LogprobFn = DEFAULT_LOGPROB
+    timings: bool = False
 
 
 class FakeOpenAI:
@@ -348,6 +362,8 @@ class FakeOpenAI:
         token_delay_s: float | None = None,
         first_token_delay_s: float | None = None,
         usage: bool | None = None,
+        logprob: float | LogprobFn | None = None,
+        timings: bool | None = None,
     ) -> None:
         """Queue `replies` for `model` (one per request, in order); None keeps a setting as is.
 
@@ -366,6 +382,10 @@ class FakeOpenAI:
                 state.first_token_delay_s = first_token_delay_s
             if usage is not None:
                 state.usage = usage
+            if logprob is not None:
+                state.logprob = logprob
+            if timings is not None:
+                state.timings = timings
 
     def set_default(self, model: str, reply: Reply) -> None:
         """The reply `model` gives once its queue is empty (a Fault makes it fail every time)."""
@@ -378,10 +398,17 @@ class FakeOpenAI:
         token_delay_s: float | None = None,
         first_token_delay_s: float | None = None,
         usage: bool | None = None,
+        logprob: float | LogprobFn | None = None,
+        timings: bool | None = None,
     ) -> None:
-        """Set timing or usage reporting for `model` without queueing replies."""
+        """Set timing, usage, logprob or timings reporting for `model` without queueing replies."""
         self.script(
-            model, token_delay_s=token_delay_s, first_token_delay_s=first_token_delay_s, usage=usage
+            model,
+            token_delay_s=token_delay_s,
+            first_token_delay_s=first_token_delay_s,
+            usage=usage,
+            logprob=logprob,
+            timings=timings,
         )
 
     def pending(self, model: str) -> int:
@@ -404,7 +431,10 @@ class FakeOpenAI:
 
     def load_script(self, data: Mapping[str, Any]) -> None:
         """Apply a script object: {"models": {name: {"default", "replies", ...}}}."""
-        allowed = {"default", "replies", "token_delay_s", "first_token_delay_s", "usage"}
+        allowed = {
+            "default", "replies", "token_delay_s", "first_token_delay_s", "usage", "logprob",
+            "timings",
+        }  # fmt: skip
         unknown_top = set(data) - {"models"}
         if unknown_top:
             raise ValueError(f"unknown script keys {sorted(unknown_top)}; the only key is 'models'")
@@ -423,6 +453,8 @@ class FakeOpenAI:
                 token_delay_s=spec.get("token_delay_s"),
                 first_token_delay_s=spec.get("first_token_delay_s"),
                 usage=spec.get("usage"),
+                logprob=spec.get("logprob"),
+                timings=spec.get("timings"),
             )
 
     @classmethod
@@ -470,7 +502,13 @@ class FakeOpenAI:
             state = self._models.get(model) or self._models.get(WILDCARD_MODEL) or _ModelState()
             item: Reply = state.queue.popleft() if state.queue else _or_generic(state.default)
             default = _or_generic(state.default)
-            settings = (state.token_delay_s, state.first_token_delay_s, state.usage)
+            settings = (
+                state.token_delay_s,
+                state.first_token_delay_s,
+                state.usage,
+                state.logprob,
+                state.timings,
+            )
         fault: Fault | None = None
         # Callables run outside the lock: they may be slow or script further replies.
         for _ in range(4):
@@ -508,6 +546,19 @@ def _parse_script_reply(raw: Any) -> Reply:
 
 def _compact_json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()  # compact, as OpenAI sends it
+
+
+def _timings(plan: _Plan, first_delay: float, usage: dict[str, int]) -> dict[str, Any]:
+    """A llama.cpp-style timings object from the scripted delays (no queue, no cache)."""
+    n = usage["completion_tokens"]
+    return {
+        "queue_ms": 0.0,
+        "prompt_n": usage["prompt_tokens"],
+        "cache_n": 0,
+        "prompt_ms": first_delay * 1000,
+        "predicted_n": n,
+        "predicted_ms": plan.token_delay_s * max(n - 1, 0) * 1000,
+    }
 
 
 def _count_words(text: str) -> int:
@@ -660,6 +711,17 @@ class _Handler(BaseHTTPRequestHandler):
         include_usage = plan.usage and isinstance(options, dict) and options.get("include_usage")
         cid, created = self.server.fake._next_id(), int(time.time())
 
+        # llama.cpp's rule: logprobs only with top_logprobs set as well (else null)
+        want_logprobs = body.get("logprobs") is True and isinstance(body.get("top_logprobs"), int)
+
+        def logprobs_of(delta: dict[str, Any]) -> dict[str, Any] | None:
+            token = delta.get("content")
+            if not want_logprobs or not token:
+                return None
+            lp = plan.logprob(token) if callable(plan.logprob) else plan.logprob
+            entry = {"token": token, "logprob": lp, "bytes": None, "top_logprobs": []}
+            return {"content": [entry], "refusal": None}
+
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             event: dict[str, Any] = {
                 "id": cid,
@@ -667,7 +729,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "created": created,
                 "model": plan.model,
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": 0,
+                        "delta": delta,
+                        "logprobs": logprobs_of(delta),
+                        "finish_reason": finish,
+                    }
                 ],
             }
             if include_usage:
@@ -697,6 +764,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._event(chunk({}, "stop"))
         if include_usage:
             self._event({**chunk({}), "choices": [], "usage": usage})
+        if plan.timings:  # llama.cpp's server (and rag.models.llama_cpp_server) end like this
+            self._event({**chunk({}), "choices": [], "timings": _timings(plan, first_delay, usage)})
         self._write_chunk(b"data: [DONE]\n\n")
         self._write_chunk(b"")  # the zero-length chunk that ends the body
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
+from rag.logprobs import answer_logprob_stats
 from rag.types import Usage
 
 
@@ -26,8 +27,17 @@ class CallRecord:
     completion_tokens: int = 0
     estimated: bool = False
     finished: bool = False  # the server said the answer ended (finish_reason)
+    # per-token log-probabilities of the answer's content, in order; None = not returned
+    logprobs: list[tuple[str, float]] | None = None
+    queue_ms: float | None = None  # the server-side split (see Usage); None = not reported
+    prompt_ms: float | None = None
+    prompt_eval_tokens: int | None = None
+    cached_tokens: int | None = None
+    decode_ms: float | None = None
+    sent_ms: float = 0.0
 
     def usage(self) -> Usage:
+        lp_mean, lp_min = answer_logprob_stats(self.logprobs)
         return Usage(
             model=self.model,
             ttft_ms=self.ttft_ms,
@@ -35,6 +45,14 @@ class CallRecord:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             tokens_estimated=self.estimated,
+            logprob_mean=lp_mean,
+            logprob_min=lp_min,
+            queue_ms=self.queue_ms,
+            prompt_ms=self.prompt_ms,
+            prompt_eval_tokens=self.prompt_eval_tokens,
+            cached_tokens=self.cached_tokens,
+            decode_ms=self.decode_ms,
+            sent_ms=self.sent_ms,
         )
 
 

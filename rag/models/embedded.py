@@ -33,6 +33,9 @@ class ServerSpec:
     port: int
     n_ctx: int
     n_threads: int
+    logits_all: bool = True  # llama-cpp-python's default; logprobs need it
+    prompt_lookup: int = 0  # n-gram speculative decoding: tokens drafted per step (0 = off)
+    prompt_cache: bool = False
 
     @property
     def base_url(self) -> str:
@@ -49,8 +52,27 @@ def embedded_specs(cfg: Config) -> list[ServerSpec]:
     ):
         if mcfg.provider == "embedded" and mcfg.base_url is None:
             path = gguf_path(file, cfg.data_dir)
-            specs.append(ServerSpec(role, mcfg.model, path, port, e.n_ctx, e.n_threads))  # type: ignore[arg-type]
+            specs.append(
+                ServerSpec(
+                    role,  # type: ignore[arg-type]
+                    mcfg.model, path, port, e.n_ctx, e.n_threads,
+                    logits_all=e.slm_logits_all if role == "slm" else e.llm_logits_all,
+                    prompt_lookup=e.prompt_lookup_tokens if e.prompt_lookup else 0,
+                    prompt_cache=e.prompt_cache,
+                )
+            )  # fmt: skip
     return specs
+
+
+def server_tuning_args(spec: ServerSpec) -> list[str]:
+    """llama_cpp.server flags for logits_all, prompt-lookup decoding and the prompt cache."""
+    args = ["--logits_all", str(spec.logits_all)]
+    if spec.prompt_lookup:
+        args += ["--draft_model", "prompt-lookup-decoding"]
+        args += ["--draft_model_num_pred_tokens", str(spec.prompt_lookup)]
+    if spec.prompt_cache:
+        args += ["--cache", "True"]
+    return args
 
 
 def probe(base_url: str, timeout: float = 1.0) -> list[str] | None:
@@ -96,13 +118,15 @@ def serve(
                 )
             log = log_dir / f"llama-{spec.role}.log"
             cmd = [
-                sys.executable, "-m", "llama_cpp.server",
+                # llama_cpp.server plus usage and timings at the end of each stream
+                sys.executable, "-m", "rag.models.llama_cpp_server",
                 "--model", str(spec.gguf), "--model_alias", spec.alias,
                 "--host", "127.0.0.1", "--port", str(spec.port),
                 "--n_ctx", str(spec.n_ctx), "--n_threads", str(spec.n_threads),
                 # By default a new request cuts the stream in flight: with two chat users the
                 # first answer would break off. Queue them instead.
                 "--interrupt_requests", "False",
+                *server_tuning_args(spec),
             ]  # fmt: skip
             progress(f"{spec.role}: starting llama.cpp server for {spec.alias} on {spec.base_url}")
             with open(log, "wb") as fh:

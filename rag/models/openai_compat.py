@@ -23,6 +23,30 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 3)
 
 
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def read_timings(timings: dict[str, Any], record: CallRecord) -> None:
+    """Fill the server-side split from a llama.cpp-style ``timings`` object (missing keys stay None)."""
+    record.queue_ms = _num(timings.get("queue_ms"))
+    record.prompt_ms = _num(timings.get("prompt_ms"))
+    record.decode_ms = _num(timings.get("predicted_ms"))
+    n, cached = _num(timings.get("prompt_n")), _num(timings.get("cache_n"))
+    record.prompt_eval_tokens = None if n is None else int(n)
+    record.cached_tokens = None if cached is None else int(cached)
+
+
+def _logprobs_of(choice: Any) -> list[tuple[str, float]]:
+    """(token, logprob) pairs of a streamed choice's content; [] when it carries none."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or ()
+    return [
+        (str(t.token), float(t.logprob))
+        for t in content
+        if getattr(t, "token", None) is not None and isinstance(t.logprob, int | float)
+    ]
+
+
 class OpenAICompatModel:
     """Streams chat completions with connect / first-token / total timeouts and typed errors."""
 
@@ -101,6 +125,11 @@ class OpenAICompatModel:
         }
         if seed is not None:
             body["seed"] = seed
+        if self.cfg.logprobs:
+            # llama.cpp's server returns per-token logprobs only with top_logprobs set (>= 0)
+            body["logprobs"] = True
+            body["top_logprobs"] = 0
+            record.logprobs = []
         t0 = time.perf_counter()
         deadline = t0 + self.timeouts.total_s
         first_deadline = t0 + self.timeouts.first_token_s
@@ -111,6 +140,7 @@ class OpenAICompatModel:
             stream = await asyncio.wait_for(
                 self._open_with_retries(body), timeout=self.timeouts.first_token_s
             )
+            record.sent_ms = (time.perf_counter() - t0) * 1000
             iterator = stream.__aiter__()
             while True:
                 limit = (first_deadline if not record.text else deadline) - time.perf_counter()
@@ -120,8 +150,13 @@ class OpenAICompatModel:
                     break
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
+                timings = (chunk.model_extra or {}).get("timings")
+                if isinstance(timings, dict):
+                    read_timings(timings, record)
                 for choice in chunk.choices or ():
                     piece = choice.delta.content if choice.delta else None
+                    if record.logprobs is not None:
+                        record.logprobs.extend(_logprobs_of(choice))
                     if choice.finish_reason:
                         record.finished = True
                     if piece:
@@ -161,6 +196,8 @@ class OpenAICompatModel:
                 # pressed stop): the server sees the hang-up and stops generating.
                 with contextlib.suppress(Exception):
                     await stream.close()
+            if record.logprobs == []:
+                record.logprobs = None  # asked for, none came: unknown, not confident
             if usage is not None:
                 record.prompt_tokens = int(usage.prompt_tokens or 0)
                 record.completion_tokens = int(usage.completion_tokens or 0)

@@ -135,3 +135,43 @@ def test_two_concurrent_answers_both_finish(smol_server: ServerSpec) -> None:
 
     records = asyncio.run(both())
     assert all(r.finished and r.text for r in records)
+
+
+def test_stream_reports_timings_usage_and_logprobs(smol_server: ServerSpec) -> None:
+    """The embedded server wrapper ends each stream with usage and llama.cpp-style timings."""
+    cfg = load_config(
+        None,
+        environ={
+            "RAG__MODELS__SLM__BASE_URL": smol_server.base_url,
+            "RAG__MODELS__SLM__MODEL": smol_server.alias,
+            "RAG__MODELS__SLM__MAX_TOKENS": "24",
+            "RAG__MODELS__SLM__LOGPROBS": "true",
+        },
+    )
+    system = {"role": "system", "content": "You answer briefly. " * 30}
+
+    async def one(question: str) -> CallRecord:
+        model = make_chat_model(cfg, "slm")
+        record = CallRecord(model=smol_server.alias)
+        try:
+            async for _ in model.stream([system, {"role": "user", "content": question}], record):
+                pass
+        finally:
+            await model.aclose()  # type: ignore[attr-defined]
+        return record
+
+    first = asyncio.run(one("Name a colour."))
+    second = asyncio.run(one("Name a fruit."))
+    for record in (first, second):
+        u = record.usage()
+        assert not u.tokens_estimated and u.prompt_tokens > 120  # the server counted them
+        assert u.queue_ms is not None and u.queue_ms >= 0
+        assert u.prompt_ms is not None and 0 < u.prompt_ms <= u.ttft_ms
+        assert u.decode_ms is not None and u.decode_ms <= u.total_ms
+        assert u.prompt_eval_tokens is not None and u.prompt_eval_tokens <= u.prompt_tokens
+        # per-token logprobs came back (logits_all is on by default) and are probabilities
+        assert record.logprobs and all(lp <= 0 for _, lp in record.logprobs)
+        assert u.logprob_mean is not None and u.logprob_min is not None
+        assert u.logprob_min <= u.logprob_mean <= 0
+    # the shared system prompt is reused from the KV cache, not read again
+    assert second.cached_tokens is not None and second.cached_tokens > 100

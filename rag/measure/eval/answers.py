@@ -20,6 +20,7 @@ from rag.assistant import AskOptions, Assistant
 from rag.citations import contains_gold, strip_markers, token_f1
 from rag.config import Config, Mode, per_retriever
 from rag.errors import CorpusError, ModelError
+from rag.latency import latency_json
 from rag.prompts import NOT_IN_DOCS
 from rag.stats import bootstrap_ci, p95
 from rag.types import Done
@@ -177,6 +178,7 @@ async def eval_answers(
                         "signals": _jsonable(done.metrics.signals),
                         "prompt_tokens": sum(u.prompt_tokens for _s, u in done.metrics.stages),
                         "total_ms": round(done.metrics.total_ms), "cost": done.metrics.cost,
+                        "timings": latency_json(done.metrics),
                     }
                 )  # fmt: skip
                 if details is not None:

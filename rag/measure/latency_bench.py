@@ -1,0 +1,190 @@
+"""`rag bench latency`: the app's own pipeline (Assistant.ask), baseline vs shipped settings.
+
+Both configurations run in one process, one after the other, each after one warm-up question
+that is not counted:
+
+- ``baseline``: whole passages (``context.compress: false``), no speculative decoding, no
+  prompt cache, logits kept for every prompt token on both models and no logprobs asked for —
+  the embedded servers as llama-cpp-python starts them by default;
+- ``default``: the configuration as shipped (rag.yaml and the environment).
+
+Embedded models (provider ``embedded`` without a base_url) get their own llama.cpp servers per
+configuration, on free loopback ports, because logits_all, prompt lookup and the prompt cache
+are server start-up settings; other providers are used where they are, so only the client-side
+settings differ. Absolute times on a shared machine are noise: compare the two lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.assistant import AskOptions, Assistant, build_assistant
+from rag.citations import contains_gold
+from rag.config import Config
+from rag.latency import first_token_ms
+from rag.measure.eval.answers import SEED, QAItem
+from rag.prompts import format_source
+from rag.stats import p95
+from rag.types import ContextPacked, Done
+
+CONFIG_NAMES = ("baseline", "default")
+
+
+def baseline_config(cfg: Config) -> Config:
+    """``cfg`` with the settings as they were before the latency work."""
+    m = cfg.models
+    embedded = m.embedded.model_copy(
+        update={
+            "prompt_lookup": False,
+            "prompt_cache": False,
+            "slm_logits_all": True,
+            "llm_logits_all": True,
+        }
+    )
+    models = m.model_copy(
+        update={
+            "embedded": embedded,
+            "slm": m.slm.model_copy(update={"logprobs": False}),
+            "llm": m.llm.model_copy(update={"logprobs": False}),
+        }
+    )
+    context = cfg.context.model_copy(update={"compress": False})
+    return cfg.model_copy(update={"context": context, "models": models})
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def own_servers(cfg: Config, progress: Callable[[str], None]) -> Iterator[Config]:
+    """Start this configuration's embedded servers on free ports; yield cfg pointing at them."""
+    from rag.models.embedded import embedded_specs, serve
+    from rag.models.warmup import warm_up
+
+    e = cfg.models.embedded.model_copy(update={"slm_port": _free_port(), "llm_port": _free_port()})
+    cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"embedded": e})})
+    specs = embedded_specs(cfg)
+    if not specs:
+        yield cfg
+        return
+    with serve(specs, cfg.data_dir / "logs" / "bench", progress) as started:
+        warm_up(started, progress)
+        update: dict[str, Any] = {
+            s.role: getattr(cfg.models, s.role).model_copy(update={"base_url": s.base_url})
+            for s in started
+        }
+        yield cfg.model_copy(update={"models": cfg.models.model_copy(update=update)})
+
+
+@dataclass
+class _Row:
+    prompt_tokens: int | None
+    ttft_ms: float | None
+    total_ms: float
+    gold_in_context: bool | None
+    escalated: bool
+
+
+async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
+    opts = AskOptions(temperature=0.0, seed=SEED)
+    packed: ContextPacked | None = None
+    done: Done | None = None
+    async for ev in assistant.ask(item.question, opts):
+        if isinstance(ev, ContextPacked):
+            packed = ev
+        elif isinstance(ev, Done):
+            done = ev
+    if done is None:
+        return None
+    context = "\n\n".join(format_source(s) for s in (packed.sources if packed else ()))
+    m = done.metrics
+    return _Row(
+        prompt_tokens=m.stages[0][1].prompt_tokens if m.stages else None,
+        ttft_ms=first_token_ms(m),
+        total_ms=m.total_ms,
+        gold_in_context=None if item.impossible else contains_gold(context, item.answers),
+        escalated=m.escalated,
+    )
+
+
+def summarise(name: str, rows: Sequence[_Row]) -> dict[str, Any]:
+    """One output line: medians and p95s over the questions, gold_in_context over answerable."""
+    prompts = [float(r.prompt_tokens) for r in rows if r.prompt_tokens is not None]
+    ttfts = [r.ttft_ms for r in rows if r.ttft_ms is not None]
+    totals = [r.total_ms for r in rows]
+    golds = [r.gold_in_context for r in rows if r.gold_in_context is not None]
+
+    def p50(values: Sequence[float]) -> float | None:
+        return round(statistics.median(values), 1) if values else None
+
+    return {
+        "config": name,
+        "n": len(rows),
+        "prompt_tokens_p50": p50(prompts),
+        "ttft_ms_p50": p50(ttfts),
+        "ttft_ms_p95": round(p95(ttfts), 1) if ttfts else None,
+        "total_ms_p50": p50(totals),
+        "total_ms_p95": round(p95(totals), 1) if totals else None,
+        "gold_in_context": round(sum(golds) / len(golds), 4) if golds else None,
+        "escalation_rate": round(sum(r.escalated for r in rows) / len(rows), 4) if rows else None,
+    }
+
+
+async def bench_config(
+    name: str,
+    cfg: Config,
+    items: Sequence[QAItem],
+    progress: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Warm up on the first question, then time every question through Assistant.ask."""
+    assistant = build_assistant(cfg, progress)
+    try:
+        if items:
+            await _one(assistant, items[0])  # warm-up: not counted
+        rows: list[_Row] = []
+        for n, item in enumerate(items, 1):
+            row = await _one(assistant, item)
+            if row is not None:
+                rows.append(row)
+                progress(
+                    f"[{name} {n}/{len(items)}] {item.id} first token {row.ttft_ms or 0:.0f} ms, "
+                    f"total {row.total_ms:.0f} ms"
+                )
+        return summarise(name, rows)
+    finally:
+        for model in (assistant.slm, assistant.llm):
+            close = getattr(model, "aclose", None)
+            if close is not None:
+                await close()
+
+
+async def bench_latency(
+    cfg: Config,
+    items: Sequence[QAItem],
+    progress: Callable[[str], None] = lambda _m: None,
+    names: Sequence[str] = CONFIG_NAMES,
+) -> list[dict[str, Any]]:
+    """One summary row per configuration, in ``names`` order."""
+    configs = {"baseline": baseline_config(cfg), "default": cfg}
+    rows = []
+    for name in names:
+        with own_servers(configs[name], progress) as ready:
+            rows.append(await bench_config(name, ready, items, progress))
+    return rows
+
+
+def load_items(folder: Path, limit: int) -> list[QAItem]:
+    """The QA set's questions, the first ``limit`` of them when limit > 0."""
+    from rag.measure.eval.answers import load_qa
+
+    items = load_qa(folder)
+    return items[:limit] if limit > 0 else items
