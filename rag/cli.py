@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-from rag.config import Config, Mode, Strategy, load_config
-from rag.errors import ConfigError, InputError, RagError
+from rag.config import Config, Mode, Strategy, base_url_for, load_config
+from rag.errors import ConfigError, InputError, ModelError, RagError
 from rag.types import (
     ContextPacked,
     Done,
@@ -30,10 +29,15 @@ from rag.types import (
     Token,
 )
 
+if TYPE_CHECKING:
+    from rag.assistant import AskOptions, Assistant
+    from rag.models.embedded import Role
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 RETRIEVER_CHOICES = ["lexical", "bm25", "embedding", "hybrid"]
+APP_STOP_TIMEOUT_S = 5.0  # Chainlit's graceful stop, before SIGKILL
 
 
 def _err(msg: str) -> None:
@@ -42,6 +46,73 @@ def _err(msg: str) -> None:
 
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# ---- models on demand ----
+
+
+def _roles_for(modes: Sequence[str]) -> tuple[Role, ...]:
+    """The chat models that answering in these escalation modes may call."""
+    roles: list[Role] = []
+    if any(m != "always" for m in modes):
+        roles.append("slm")
+    if any(m != "never" for m in modes):
+        roles.append("llm")
+    return tuple(roles)
+
+
+@contextlib.contextmanager
+def models_on_demand(
+    cfg: Config, roles: Sequence[Role], args: argparse.Namespace, *, required: bool = True
+) -> Iterator[None]:
+    """Reuse the model servers already running, or start the embedded ones for this command.
+
+    Servers started here are stopped when the command ends (and on SIGINT/SIGTERM/SIGHUP);
+    `--no-start-models` turns starting off. Only provider `embedded` is ever started. When a
+    server cannot start, `required` raises; otherwise the command goes on without it (`rag ask`
+    then prints the best passages, as it does when a model is down).
+    """
+    if getattr(args, "no_start_models", False):
+        yield
+        return
+    from rag.procs import EmbeddedServers
+
+    with contextlib.ExitStack() as stack:
+        try:
+            servers = stack.enter_context(EmbeddedServers(cfg, roles, progress=_progress))
+        except ModelError as exc:
+            if required:
+                raise
+            _progress(f"[warning] could not start the embedded models: {exc}")
+            yield
+            return
+        if servers.started:
+            _progress(
+                "started for this command and stopped when it ends: "
+                + ", ".join(f"{s.alias} ({s.base_url})" for s in servers.started)
+                + " (--no-start-models turns this off)"
+            )
+        yield
+
+
+def require_models(cfg: Config, roles: Sequence[Role]) -> None:
+    """Raise ModelError naming the model and its URL when one of `roles` does not answer."""
+    from rag.models.embedded import reachable
+
+    for role in roles:
+        mcfg = cfg.models.slm if role == "slm" else cfg.models.llm
+        url = base_url_for(mcfg, cfg.models.embedded, role)
+        if not reachable(url):
+            fix = (
+                "start it with `rag models serve` or run without --no-start-models"
+                if mcfg.provider == "embedded" and mcfg.base_url is None
+                else f"start the {mcfg.provider} server or fix models.{role}.base_url"
+            )
+            raise ModelError(
+                f"the {'small' if role == 'slm' else 'large'} model {mcfg.model} ({role}) does "
+                f"not answer at {url}: {fix}",
+                kind="refused",
+            )
 
 
 # ---- index ----
@@ -146,6 +217,12 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
     assistant.check_question(args.question)
     with contextlib.suppress(RagError):
         assistant.index.get(args.retriever or cfg.retrieval.retriever)
+    roles = _roles_for([args.mode or cfg.escalation.mode])
+    with models_on_demand(cfg, roles, args, required=False):
+        return await _ask_stream(assistant, opts, args)
+
+
+async def _ask_stream(assistant: Assistant, opts: AskOptions, args: argparse.Namespace) -> int:
     out = sys.stdout
     streaming_stage = ""
     done: Done | None = None
@@ -229,18 +306,21 @@ def cmd_models_build(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models_serve(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.models.embedded import embedded_specs, serve
+    """Run the embedded servers until Ctrl-C, SIGTERM or SIGHUP; reused ones are left alone."""
+    import time
 
-    specs = embedded_specs(cfg)
-    if not specs:
-        _err("no model uses the embedded provider; nothing to serve")
-        return 0
-    with serve(specs, cfg.data_dir / "logs", _progress):
-        _progress("embedded models are up; press Ctrl-C to stop")
+    from rag.procs import EmbeddedServers
+
+    with EmbeddedServers(cfg, progress=_progress) as servers:
+        if not servers.specs:
+            _err("no model uses the embedded provider; nothing to serve")
+            return 0
+        if not servers.started:
+            _progress("every embedded model is already served; nothing to start")
+            return 0
+        _progress("embedded models are up; Ctrl-C (or SIGTERM/SIGHUP) stops them")
         try:
             while True:
-                import time
-
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
@@ -263,23 +343,24 @@ def check_bind(host: str, environ: Mapping[str, str] | None = None) -> None:
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     """Start the embedded model servers (if configured) and the Chainlit app; stop both together."""
     from rag.index import IndexManager
-    from rag.models.embedded import embedded_specs, serve
+    from rag.procs import EmbeddedServers, Owned
 
     host = args.host or cfg.server.host
     port = args.port or cfg.server.port
     check_bind(host)
     status = IndexManager(cfg, _progress).open(cfg.retrieval.retriever)[1]
     _progress(status.message)
-    with serve(embedded_specs(cfg), cfg.data_dir / "logs", _progress):
+    # Every child is ours: stopped on Ctrl-C, SIGTERM and SIGHUP (main() turns those into
+    # exceptions), killed by the kernel if this process is SIGKILLed (Linux). Reused model
+    # servers are left running.
+    with EmbeddedServers(cfg, progress=_progress), Owned(timeout_s=APP_STOP_TIMEOUT_S) as owned:
         cmd = [sys.executable, "-m", "chainlit", "run", "app.py", "--headless",
                "--host", host, "--port", str(port)]  # fmt: skip
         _progress(f"chat: http://{host}:{port}  (Ctrl-C stops the app and the models)")
-        proc = subprocess.Popen(cmd)
+        proc = owned.start(cmd)
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=15)
             return 0
 
 
@@ -347,11 +428,16 @@ def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
     modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
     assistant = _qa_assistant(cfg, args)
     details: list[dict[str, Any]] = []
-    rows = asyncio.run(
-        eval_answers(
-            assistant, items, modes, strategy=args.strategy, progress=_progress, details=details
+    roles = _roles_for(modes)
+    with models_on_demand(cfg, roles, args):
+        # Never score retrieval-only fallbacks as model answers: stop before the first question
+        # if a model is down (eval_answers also stops on a fallback midway).
+        require_models(cfg, roles)
+        rows = asyncio.run(
+            eval_answers(
+                assistant, items, modes, strategy=args.strategy, progress=_progress, details=details
+            )
         )
-    )
     if args.details:
         Path(args.details).write_text("".join(json.dumps(d) + "\n" for d in details))
     _print_rows(rows, args.json)
@@ -375,9 +461,12 @@ def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
 
     items = [i for i in load_qa(Path(args.data)) if not i.impossible][: args.limit]
     assistant = _qa_assistant(cfg, args)
-    row = asyncio.run(
-        eval_injection(assistant, [i.question for i in items], role=args.role, progress=_progress)
-    )
+    with models_on_demand(cfg, [args.role], args):
+        row = asyncio.run(
+            eval_injection(
+                assistant, [i.question for i in items], role=args.role, progress=_progress
+            )
+        )
     if args.json:
         print(json.dumps(row))
     else:
@@ -394,9 +483,12 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 
     prompts = args.prompt or list(DEFAULT_PROMPTS)
     models = [("slm", make_chat_model(cfg, "slm")), ("llm", make_chat_model(cfg, "llm"))]
-    rows = asyncio.run(
-        compare_models(models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress)
-    )
+    with models_on_demand(cfg, ("slm", "llm"), args):
+        rows = asyncio.run(
+            compare_models(
+                models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress
+            )
+        )
     _print_rows(rows, args.json)
     return 1 if any("error" in r for r in rows) else 0
 
@@ -412,6 +504,20 @@ def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
         print(json.dumps(row))
     else:
         _print_rows([row], False)
+    return 1 if row.get("errors") or row.get("cross_talk") else 0
+
+
+def cmd_bench_soak(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.bench_soak import bench_soak
+
+    row = bench_soak(
+        args.minutes, sessions=args.sessions, token_delay_s=args.token_delay,
+        warmup_s=args.warmup_s, sample_s=args.sample_s, port=args.port, progress=_progress,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(row))
+    else:
+        _print_rows([{k: v for k, v in row.items() if not isinstance(v, list)}], False)
     return 1 if row.get("errors") or row.get("cross_talk") else 0
 
 
@@ -435,6 +541,15 @@ def _ranged(kind: Callable[[str], Any], low: float, high: float) -> Callable[[st
     return parse
 
 
+def _no_start_flag(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--no-start-models",
+        action="store_true",
+        dest="no_start_models",
+        help="use only model servers already running; never start the embedded ones",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description=__doc__)
     p.add_argument("--config", default="rag.yaml", help="path to rag.yaml (default: ./rag.yaml)")
@@ -453,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", choices=list(get_args(Strategy)))
     s.add_argument("--temperature", type=_ranged(float, 0, 2), metavar="0-2")
     s.add_argument("--seed", type=int)
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=cmd_ask)
 
@@ -491,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
                    help="reference: large model priced 10x the small one")  # fmt: skip
     s.add_argument("--details", help="write one JSON line per question and mode to this file")
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_answers)
     s = ev.add_parser("calibrate", help="suggest weak-context thresholds per retriever")
@@ -503,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--role", default="slm", choices=["slm", "llm"])
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_injection)
 
@@ -510,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", action="append", help="repeatable; default: two built-in prompts")
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--max-tokens", type=int, default=128, dest="max_tokens")
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_compare)
 
@@ -529,6 +648,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_load)
+    s = bench.add_parser(
+        "soak", help="chats, uploads, settings, /stats, /compare for N minutes: errors, RSS, fds"
+    )
+    s.add_argument("--minutes", type=float, default=30.0, help="measured time, after the warm-up")
+    s.add_argument("--sessions", type=int, default=6, help="concurrent chats")
+    s.add_argument("--token-delay", type=float, default=0.01, dest="token_delay")
+    s.add_argument("--warmup-s", type=float, default=60.0, dest="warmup_s")
+    s.add_argument("--sample-s", type=float, default=15.0, dest="sample_s")
+    s.add_argument("--port", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_bench_soak)
     s = bench.add_parser("embed", help="passages/s of ORT int8, ORT fp32 and torch")
     s.add_argument("--passages", type=int, default=512)
     s.add_argument("--json", action="store_true")
@@ -538,11 +668,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rag` command."""
+    from rag.procs import Terminated, stop_signals
+
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
         handler: Handler = args.handler
-        return handler(cfg, args)
+        with stop_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C, stopping what we started
+            return handler(cfg, args)
+    except Terminated as exc:
+        _err(f"{exc}; stopped what this command started")
+        return 128 + exc.signum
     except (ConfigError, InputError) as exc:
         _err(str(exc))
         return 2

@@ -19,10 +19,10 @@ from typing import Any
 from rag.assistant import AskOptions, Assistant
 from rag.citations import contains_gold, strip_markers, token_f1
 from rag.config import Config, Mode
-from rag.errors import CorpusError
+from rag.errors import CorpusError, ModelError
 from rag.prompts import NOT_IN_DOCS
 from rag.stats import p95
-from rag.types import Done
+from rag.types import Done, Notice
 
 SEED = 1234
 # Reference cost profile: the large model costs 10x the small one per token (a TCO story
@@ -86,9 +86,25 @@ def says_not_in_docs(answer: str, patterns: Sequence[str]) -> bool:
 
 async def _answer(assistant: Assistant, question: str, opts: AskOptions) -> Done | None:
     done = None
+    notices: list[str] = []
     async for ev in assistant.ask(question, opts):
         if isinstance(ev, Done):
             done = ev
+        elif isinstance(ev, Notice):
+            notices.append(ev.text)
+    if done is not None and done.model == "retrieval-only":
+        # The passages quoted when no model answers are not a model's answer: scoring them would
+        # report a broken set-up as a result.
+        models = ", ".join(
+            f"{m.name} at {getattr(m, 'base_url', '?')}" for m in (assistant.slm, assistant.llm)
+        )
+        why = next((n for n in notices if n.startswith("No model could answer")), "")
+        raise ModelError(
+            f"no model answered {question!r} ({models}); an evaluation does not score "
+            f"retrieval-only answers. {why} Start the models (`rag models serve`) or let the "
+            "command start them (without --no-start-models).",
+            kind="refused",
+        )
     return done
 
 
