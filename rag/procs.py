@@ -3,8 +3,10 @@
 * :func:`spawn` starts a child in its own process group (so a terminal's Ctrl-C reaches only
   the owner, which then stops the child in order) and, on Linux, with a parent-death signal
   (``prctl(PR_SET_PDEATHSIG, SIGKILL)``): if the owner is killed outright (SIGKILL, OOM killer)
-  the kernel kills the child too. The signal fires when the *thread* that forked dies, so
-  spawn from the main thread (or from a thread that outlives the child).
+  the kernel kills the child at once. The signal fires when the *thread* that forked dies, so
+  it is only set when spawning from the main thread. Behind it, a lifeline watcher (one small
+  process per owner, POSIX) stops the child's whole process group — grandchildren included —
+  when the owner's end of a pipe closes, i.e. when the owner dies however it dies.
 * :func:`stop` / :func:`stop_all` stop children gracefully — SIGTERM to the child's process
   group, then SIGKILL to the group after a timeout — and wait for them.
 * :func:`stop_signals` turns SIGTERM and SIGHUP into a :class:`Terminated` exception in the main
@@ -13,8 +15,9 @@
 * :class:`EmbeddedServers` is the embedded llama.cpp servers as one context manager: servers
   already answering are reused and left alone, the others are started and stopped on exit.
 
-macOS and Windows have no parent-death signal: SIGINT/SIGTERM/SIGHUP still stop the children
-(POSIX), but a SIGKILLed owner leaves them running there.
+macOS has no parent-death signal: there the lifeline watcher alone stops the children of a
+SIGKILLed owner (within about a second). Windows has neither process groups nor the watcher:
+Ctrl-C stops the children; a killed owner leaves them running.
 """
 
 from __future__ import annotations
@@ -77,6 +80,70 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
     return setup
 
 
+# The lifeline: one small watcher process per owner reads a pipe whose only write end the owner
+# holds. The owner writes "+pgid" / "-pgid" lines as it starts and stops children; when the
+# owner dies in any way, the kernel closes the write end, the watcher reads EOF and stops every
+# group still listed (SIGTERM, then SIGKILL after a grace). This also reaches grandchildren,
+# which the parent-death signal (direct children only) does not, and works on macOS.
+_WATCHER = """
+import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+fd, grace = int(sys.argv[1]), float(sys.argv[2])
+groups, buf = set(), b""
+while True:
+    chunk = os.read(fd, 4096)
+    if not chunk:
+        break
+    buf += chunk
+    *lines, buf = buf.split(b"\\n")
+    for line in lines:
+        n = int(line)
+        (groups.add if n > 0 else groups.discard)(abs(n))
+def alive(g):
+    try:
+        os.killpg(g, 0)
+        return True
+    except OSError:
+        return False
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for g in [g for g in groups if alive(g)]:
+        try:
+            os.killpg(g, sig)
+        except OSError:
+            pass
+    end = time.monotonic() + grace
+    while any(alive(g) for g in groups) and time.monotonic() < end:
+        time.sleep(0.05)
+"""
+WATCHER_GRACE_S = 3.0
+_lifeline_lock = threading.Lock()
+_lifeline: tuple[int, int, subprocess.Popen[bytes]] | None = None  # (owner pid, write fd, watcher)
+
+
+def _tell_watcher(line: str) -> None:
+    """Send "+pgid"/"-pgid" to this process's watcher, starting it on first use (POSIX)."""
+    global _lifeline
+    if os.name != "posix":
+        return
+    with _lifeline_lock:
+        if _lifeline is None or _lifeline[0] != os.getpid() or _lifeline[2].poll() is not None:
+            read_fd, write_fd = os.pipe()  # both ends non-inheritable; pass_fds passes one
+            try:
+                watcher = subprocess.Popen(
+                    [sys.executable, "-c", _WATCHER, str(read_fd), str(WATCHER_GRACE_S)],
+                    pass_fds=(read_fd,),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    process_group=0,
+                )
+            finally:
+                os.close(read_fd)
+            _lifeline = (os.getpid(), write_fd, watcher)
+        with contextlib.suppress(OSError):
+            os.write(_lifeline[1], f"{line}\n".encode())
+
+
 def spawn(
     cmd: Sequence[str],
     *,
@@ -94,22 +161,26 @@ def spawn(
         setup: Callable[[], None] | None = None
     else:
         setup = _child_setup(os.getpid())
-    kwargs: dict[str, Any] = {
-        "env": dict(env) if env is not None else None,
-        "cwd": cwd,
-        "process_group": 0,
-        "preexec_fn": setup,
-    }
+    kwargs: dict[str, Any] = {"env": dict(env) if env is not None else None, "cwd": cwd}
+    if os.name == "posix":
+        kwargs.update(process_group=0, preexec_fn=setup)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as fh:
-            return subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, **kwargs)
-    return subprocess.Popen(list(cmd), stdout=stdout, **kwargs)
+            proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, **kwargs)
+    else:
+        proc = subprocess.Popen(list(cmd), stdout=stdout, **kwargs)
+    _tell_watcher(f"+{proc.pid}")
+    return proc
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     # The child leads its own group (process_group=0), so its pid is the group id; signalling the
     # group also reaches anything it started. ProcessLookupError: already gone.
+    if os.name != "posix":  # best effort: the child alone
+        with contextlib.suppress(OSError):
+            proc.kill() if sig == signal.SIGKILL else proc.terminate()
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
@@ -136,6 +207,7 @@ def stop_all(
                 _signal_group(proc, signal.SIGKILL)
                 codes[proc.pid] = proc.wait()
             _signal_group(proc, signal.SIGKILL)  # a grandchild that outlived its parent
+            _tell_watcher(f"-{proc.pid}")
     return codes
 
 

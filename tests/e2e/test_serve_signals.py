@@ -1,8 +1,8 @@
 """`rag serve` owns its processes: SIGTERM, SIGHUP or SIGKILL to it leaves nothing running.
 
 `rag serve` runs as a real process with SmolLM2-135M as both embedded models (two llama.cpp
-servers) and the Chainlit app: four processes. The tree is read from /proc before the signal;
-within 15 s none of it may run and its three ports must be free.
+servers), the Chainlit app and rag.procs' lifeline watcher: five processes. The tree is read
+from /proc before the signal; within 15 s none of it may run and its three ports must be free.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def test_rag_serve_leaves_no_process_and_frees_its_ports(
     assert ready and serve.poll() is None, log.read_text(errors="replace")[-3000:]
     pids = tree(serve.pid)
     started.append(pids)
-    assert len(pids) == 4, (pids, log.read_text(errors="replace")[-2000:])  # serve, 2 llama, app
+    # serve, its lifeline watcher, two llama.cpp servers, the app
+    assert len(pids) == 5, (pids, log.read_text(errors="replace")[-2000:])
 
     serve.send_signal(sig)
 
