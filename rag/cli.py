@@ -10,14 +10,22 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rag.config import MODES, RETRIEVER_NAMES, ROLES, STRATEGIES, Config, Mode, load_config
-from rag.errors import ConfigError, InputError, RagError
+from rag.config import (
+    MODES,
+    RETRIEVER_NAMES,
+    ROLES,
+    STRATEGIES,
+    Config,
+    Mode,
+    base_url_for,
+    load_config,
+)
+from rag.errors import ConfigError, InputError, ModelError, RagError
 from rag.types import (
     ContextPacked,
     Done,
@@ -30,10 +38,15 @@ from rag.types import (
     Token,
 )
 
+if TYPE_CHECKING:
+    from rag.assistant import AskOptions, Assistant
+    from rag.models.embedded import Role
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 RETRIEVER_CHOICES: list[str] = list(RETRIEVER_NAMES)
+APP_STOP_TIMEOUT_S = 5.0  # Chainlit's graceful stop, before SIGKILL
 
 
 def _err(msg: str) -> None:
@@ -42,6 +55,73 @@ def _err(msg: str) -> None:
 
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# ---- models on demand ----
+
+
+def _roles_for(modes: Sequence[str]) -> tuple[Role, ...]:
+    """The chat models that answering in these escalation modes may call."""
+    roles: list[Role] = []
+    if any(m != "always" for m in modes):
+        roles.append("slm")
+    if any(m != "never" for m in modes):
+        roles.append("llm")
+    return tuple(roles)
+
+
+@contextlib.contextmanager
+def models_on_demand(
+    cfg: Config, roles: Sequence[Role], args: argparse.Namespace, *, required: bool = True
+) -> Iterator[None]:
+    """Reuse the model servers already running, or start the embedded ones for this command.
+
+    Servers started here are stopped when the command ends (and on SIGINT/SIGTERM/SIGHUP);
+    `--no-start-models` turns starting off. Only provider `embedded` is ever started. When a
+    server cannot start, `required` raises; otherwise the command goes on without it (`rag ask`
+    then prints the best passages, as it does when a model is down).
+    """
+    if getattr(args, "no_start_models", False):
+        yield
+        return
+    from rag.procs import EmbeddedServers
+
+    with contextlib.ExitStack() as stack:
+        try:
+            servers = stack.enter_context(EmbeddedServers(cfg, roles, progress=_progress))
+        except ModelError as exc:
+            if required:
+                raise
+            _progress(f"[warning] could not start the embedded models: {exc}")
+            yield
+            return
+        if servers.started:
+            _progress(
+                "started for this command and stopped when it ends: "
+                + ", ".join(f"{s.alias} ({s.base_url})" for s in servers.started)
+                + " (--no-start-models turns this off)"
+            )
+        yield
+
+
+def require_models(cfg: Config, roles: Sequence[Role]) -> None:
+    """Raise ModelError naming the model and its URL when one of `roles` does not answer."""
+    from rag.models.embedded import reachable
+
+    for role in roles:
+        mcfg = cfg.models.slm if role == "slm" else cfg.models.llm
+        url = base_url_for(mcfg, cfg.models.embedded, role)
+        if not reachable(url):
+            fix = (
+                "start it with `rag models serve` or run without --no-start-models"
+                if mcfg.provider == "embedded" and mcfg.base_url is None
+                else f"start the {mcfg.provider} server or fix models.{role}.base_url"
+            )
+            raise ModelError(
+                f"the {'small' if role == 'slm' else 'large'} model {mcfg.model} ({role}) does "
+                f"not answer at {url}: {fix}",
+                kind="refused",
+            )
 
 
 # ---- index ----
@@ -130,6 +210,12 @@ async def _ask(cfg: Config, args: argparse.Namespace) -> int:
     assistant.check_question(args.question)
     with contextlib.suppress(RagError):
         assistant.index.get(args.retriever or cfg.retrieval.retriever)
+    roles = _roles_for([args.mode or cfg.escalation.mode])
+    with models_on_demand(cfg, roles, args, required=False):
+        return await _ask_stream(assistant, opts, args)
+
+
+async def _ask_stream(assistant: Assistant, opts: AskOptions, args: argparse.Namespace) -> int:
     out = sys.stdout
     streaming_stage = ""
     done: Done | None = None
@@ -217,22 +303,25 @@ def cmd_models_build(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models_serve(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.models.embedded import embedded_specs, serve
+    """Run the embedded servers until Ctrl-C, SIGTERM or SIGHUP; reused ones are left alone."""
+    import time
 
-    specs = embedded_specs(cfg)
-    if not specs:
-        _err("no model uses the embedded provider; nothing to serve")
-        return 0
-    with serve(specs, cfg.data_dir / "logs", _progress):
+    from rag.procs import EmbeddedServers
+
+    with EmbeddedServers(cfg, progress=_progress) as servers:
+        if not servers.specs:
+            _err("no model uses the embedded provider; nothing to serve")
+            return 0
+        if not servers.started:
+            _progress("every embedded model is already served; nothing to start")
+            return 0
         if cfg.models.embedded.warm_up:
             from rag.models.warmup import warm_up
 
-            warm_up(specs, _progress)
-        _progress("embedded models are up; press Ctrl-C to stop")
+            warm_up(servers.specs, _progress)
+        _progress("embedded models are up; Ctrl-C (or SIGTERM/SIGHUP) stops them")
         try:
             while True:
-                import time
-
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
@@ -255,27 +344,31 @@ def check_bind(host: str, environ: Mapping[str, str] | None = None) -> None:
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     """Start the embedded model servers (if configured) and the Chainlit app; stop both together."""
     from rag.index import IndexManager
-    from rag.models.embedded import embedded_specs, serve
+    from rag.procs import EmbeddedServers, Owned
 
     host = args.host or cfg.server.host
     port = args.port or cfg.server.port
     check_bind(host)
     status = IndexManager(cfg, _progress).open(cfg.retrieval.retriever)[1]
     _progress(status.message)
-    with serve(embedded_specs(cfg), cfg.data_dir / "logs", _progress) as specs:
+    # Every child is ours: stopped on Ctrl-C, SIGTERM and SIGHUP (main() turns those into
+    # exceptions), killed by the kernel if this process is SIGKILLed (Linux). Reused model
+    # servers are left running.
+    with (
+        EmbeddedServers(cfg, progress=_progress) as servers,
+        Owned(timeout_s=APP_STOP_TIMEOUT_S) as owned,
+    ):
         if cfg.models.embedded.warm_up:
             from rag.models.warmup import warm_up
 
-            warm_up(specs, _progress)  # the first question must not pay the cold load
+            warm_up(servers.specs, _progress)  # the first question must not pay the cold load
         cmd = [sys.executable, "-m", "chainlit", "run", "app.py", "--headless",
                "--host", host, "--port", str(port)]  # fmt: skip
         _progress(f"chat: http://{host}:{port}  (Ctrl-C stops the app and the models)")
-        proc = subprocess.Popen(cmd)
+        proc = owned.start(cmd)
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=15)
             return 0
 
 
@@ -342,7 +435,11 @@ def cmd_eval_answers(cfg: Config, args: argparse.Namespace) -> int:
     items = load_qa(Path(args.data), args.split)[: args.limit or None]
     modes: list[Mode] = ["never", "always", "auto"] if args.mode == "all" else [args.mode]
     assistant = _qa_assistant(cfg, args)
-    with contextlib.ExitStack() as stack:
+    roles = _roles_for(modes)
+    with models_on_demand(cfg, roles, args), contextlib.ExitStack() as stack:
+        # Never score retrieval-only fallbacks as model answers: stop before the first question
+        # if a model is down (eval_answers also stops on a fallback midway).
+        require_models(cfg, roles)
         sink = (
             stack.enter_context(open(args.details, "w", encoding="utf-8")) if args.details else None
         )
@@ -394,9 +491,12 @@ def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
 
     items = [i for i in load_qa(Path(args.data)) if not i.impossible][: args.limit]
     assistant = _qa_assistant(cfg, args)
-    row = asyncio.run(
-        eval_injection(assistant, [i.question for i in items], role=args.role, progress=_progress)
-    )
+    with models_on_demand(cfg, [args.role], args):
+        row = asyncio.run(
+            eval_injection(
+                assistant, [i.question for i in items], role=args.role, progress=_progress
+            )
+        )
     if args.json:
         print(json.dumps(row))
     else:
@@ -413,9 +513,12 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
 
     prompts = args.prompt or list(DEFAULT_PROMPTS)
     models = [("slm", make_chat_model(cfg, "slm")), ("llm", make_chat_model(cfg, "llm"))]
-    rows = asyncio.run(
-        compare_models(models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress)
-    )
+    with models_on_demand(cfg, ("slm", "llm"), args):
+        rows = asyncio.run(
+            compare_models(
+                models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress
+            )
+        )
     _print_rows(rows, args.json)
     return 1 if any("error" in r for r in rows) else 0
 
@@ -442,6 +545,21 @@ def cmd_bench_latency(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(cfg: Config, args: argparse.Namespace) -> int:
+    import rag.measure.load  # noqa: F401  (names the load extra when its libraries are missing)
+    from rag.measure.soak import bench_soak
+
+    row = bench_soak(
+        args.minutes, sessions=args.sessions, token_delay_s=args.token_delay,
+        warmup_s=args.warmup_s, sample_s=args.sample_s, port=args.port, progress=_progress,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(row))
+    else:
+        _print_rows([{k: v for k, v in row.items() if not isinstance(v, list)}], False)
+    return 1 if row.get("errors") or row.get("cross_talk") else 0
+
+
 # ---- argument parsing ----
 
 Handler = Callable[[Config, argparse.Namespace], int]
@@ -462,6 +580,15 @@ def _ranged(kind: Callable[[str], Any], low: float, high: float) -> Callable[[st
     return parse
 
 
+def _no_start_flag(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--no-start-models",
+        action="store_true",
+        dest="no_start_models",
+        help="use only model servers already running; never start the embedded ones",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description=__doc__)
     p.add_argument("--config", default="rag.yaml", help="path to rag.yaml (default: ./rag.yaml)")
@@ -480,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", choices=list(STRATEGIES))
     s.add_argument("--temperature", type=_ranged(float, 0, 2), metavar="0-2")
     s.add_argument("--seed", type=int)
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=cmd_ask)
 
@@ -531,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune on dev, report on test (a set without split fields is all test)",
     )
     s.add_argument("--details", help="write one JSON line per question and mode to this file")
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_answers)
     s = ev.add_parser("fit-router", help="fit the router on a dev run's --details file")
@@ -557,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--role", default="slm", choices=list(ROLES))
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_injection)
 
@@ -564,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", action="append", help="repeatable; default: two built-in prompts")
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--max-tokens", type=int, default=128, dest="max_tokens")
+    _no_start_flag(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_compare)
 
@@ -583,6 +714,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_load)
+    s = bench.add_parser(
+        "soak", help="chats, uploads, settings, /stats, /compare for N minutes: errors, RSS, fds"
+    )
+    s.add_argument("--minutes", type=float, default=30.0, help="measured time, after the warm-up")
+    s.add_argument("--sessions", type=int, default=6, help="concurrent chats")
+    s.add_argument("--token-delay", type=float, default=0.01, dest="token_delay")
+    s.add_argument("--warmup-s", type=float, default=60.0, dest="warmup_s")
+    s.add_argument("--sample-s", type=float, default=15.0, dest="sample_s")
+    s.add_argument("--port", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_bench_soak)
     s = bench.add_parser("embed", help="passages/s of ORT int8, ORT fp32 and torch")
     s.add_argument("--passages", type=int, default=512)
     s.add_argument("--json", action="store_true")
@@ -599,11 +741,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rag` command."""
+    from rag.procs import Terminated, stop_signals
+
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
         handler: Handler = args.handler
-        return handler(cfg, args)
+        with stop_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C, stopping what we started
+            return handler(cfg, args)
+    except Terminated as exc:
+        _err(f"{exc}; stopped what this command started")
+        return 128 + exc.signum
     except (ConfigError, InputError) as exc:
         _err(str(exc))
         return 2

@@ -121,6 +121,10 @@ def ensure_schema(path: Path) -> None:
         with contextlib.closing(sqlite3.connect(path)) as conn, conn:
             for statement in SCHEMA:
                 conn.execute(statement)
+            # WAL: a commit appends to the log instead of rewriting pages and syncing twice.
+            # Chainlit commits every step write on its own, and with the default rollback
+            # journal those writes fell behind a busy chat and queued up in memory (the soak).
+            conn.execute("PRAGMA journal_mode=WAL")
             have = {row[1] for row in conn.execute("PRAGMA table_info(steps)")}
             for column, kind in _STEP_COLUMNS_ADDED_LATER:
                 if column not in have:
@@ -144,6 +148,16 @@ _STEP_COLUMNS_ADDED_LATER = (
 def conninfo(path: Path) -> str:
     """The SQLAlchemy URL of the history database (async driver aiosqlite, absolute path)."""
     return f"sqlite+aiosqlite:///{path.resolve()}"
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    """Per-connection settings (an SQLAlchemy "connect" listener): WAL syncs at checkpoints only."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
 
 
 def sqlite_params(parameters: Mapping[str, Any]) -> dict[str, Any]:

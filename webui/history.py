@@ -6,16 +6,27 @@ The schema and the JSON mapping live in rag/history.py; this module adapts Chain
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from chainlit.config import config as chainlit_config
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.types import ThreadDict
 
-from rag.history import conninfo, decode_thread, file_url, sqlite_params, stored_file
+from rag.history import (
+    conninfo,
+    decode_thread,
+    file_url,
+    sqlite_params,
+    sqlite_pragmas,
+    stored_file,
+)
 from webui.context import AppContext
+
+THREADS_SEEN_MAX = 4096
 
 
 class SQLiteDataLayer(SQLAlchemyDataLayer):
@@ -29,10 +40,44 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._step_writes = asyncio.Lock()
+        self._step_seq: dict[str, int] = {}  # step id -> number of its latest queued write
+        self._threads_seen: OrderedDict[str, None] = OrderedDict()  # threads known to exist
+        sqlalchemy.event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
 
     async def create_step(self, step_dict: Any) -> None:
+        # Every write carries the whole step, so of several queued writes of one step only the
+        # last is needed. Without this the writes of a busy chat (each its own transaction)
+        # fell behind and queued up without bound, holding closed sessions in memory (the soak).
+        step_id = str(step_dict.get("id"))
+        seq = self._step_seq.get(step_id, 0) + 1
+        self._step_seq[step_id] = seq
         async with self._step_writes:  # FIFO: the tasks reach it in the order they were created
+            if self._step_seq.get(step_id) != seq:
+                return  # a newer write of this step is queued behind this one
+            del self._step_seq[step_id]
             await super().create_step(step_dict)
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        # Chainlit calls this with the bare id before every step write, only to make sure the
+        # thread exists (a SELECT in its own transaction): skip it for threads known to exist.
+        bare = name is None and user_id is None and metadata is None and tags is None
+        if bare and thread_id in self._threads_seen:
+            return
+        await super().update_thread(thread_id, name, user_id, metadata, tags)
+        self._threads_seen[thread_id] = None
+        while len(self._threads_seen) > THREADS_SEEN_MAX:
+            self._threads_seen.popitem(last=False)
+
+    async def delete_thread(self, thread_id: str) -> None:
+        self._threads_seen.pop(thread_id, None)
+        await super().delete_thread(thread_id)
 
     async def execute_sql(self, query: str, parameters: dict[str, Any]) -> Any:
         return await super().execute_sql(query, sqlite_params(parameters))

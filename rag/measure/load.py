@@ -56,13 +56,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError, RagError
+from rag.procs import spawn, stop
 from rag.stats import percentile
 
 try:  # the load client's libraries are an extra, not a dependency of the app
@@ -449,8 +450,7 @@ def _server(
     cmd: list[str], env: dict[str, str], log: Path, url: str, what: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start `cmd` from the repository root, wait for HTTP 200 on `url`, stop it on exit."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = spawn(cmd, cwd=REPO_ROOT, env=env, log=log)  # owned: killed with us (rag.procs)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         last = "no answer yet"
@@ -476,17 +476,16 @@ def _server(
                 time.sleep(0.25)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
+        stop(proc, STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager
-def running_app(token_delay_s: float, port: int | None, workdir: Path) -> Iterator[str]:
+def running_app(
+    token_delay_s: float,
+    port: int | None,
+    workdir: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
     """The fake model server and `chainlit run app.py` in front of it; yields the app's URL."""
     if not (REPO_ROOT / "app.py").is_file():
         raise RagError(
@@ -515,6 +514,7 @@ def running_app(token_delay_s: float, port: int | None, workdir: Path) -> Iterat
             "RAG__DATA_DIR": str(workdir / "data"),
             "RAG__RETRIEVAL__RETRIEVER": "bm25",
             "TRANSFORMERS_OFFLINE": "1",
+            **(extra_env or {}),
         }
         app_cmd = [sys.executable, "-m", "chainlit", "run", "app.py", "--headless"]
         url = f"http://127.0.0.1:{app_port}"

@@ -1,7 +1,8 @@
 """The embedded default: llama.cpp's OpenAI-compatible server, one process per model.
 
 Each model gets its own port so both stay loaded. Servers bind 127.0.0.1 only, log to
-<data_dir>/logs/, and are stopped (terminate, then kill) when the context manager exits.
+<data_dir>/logs/, and are owned through rag.procs: stopped (SIGTERM to the group, then SIGKILL)
+when the context manager exits, and killed by the kernel if this process dies (Linux).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ from typing import Literal
 from rag.config import Config
 from rag.errors import ModelError
 from rag.models.artifacts import gguf_path
+from rag.procs import STOP_TIMEOUT_S, spawn, stop_all
 
 Role = Literal["slm", "llm"]
 
@@ -42,15 +44,15 @@ class ServerSpec:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def embedded_specs(cfg: Config) -> list[ServerSpec]:
-    """One spec per role whose provider is `embedded` (verifies the GGUF files exist)."""
+def embedded_specs(cfg: Config, roles: Sequence[Role] = ("slm", "llm")) -> list[ServerSpec]:
+    """One spec per role in `roles` whose provider is `embedded` (verifies the GGUF files exist)."""
     e = cfg.models.embedded
     specs = []
     for role, mcfg, file, port in (
         ("slm", cfg.models.slm, e.slm_file, e.slm_port),
         ("llm", cfg.models.llm, e.llm_file, e.llm_port),
     ):
-        if mcfg.provider == "embedded" and mcfg.base_url is None:
+        if role in roles and mcfg.provider == "embedded" and mcfg.base_url is None:
             path = gguf_path(file, cfg.data_dir)
             specs.append(
                 ServerSpec(
@@ -85,6 +87,17 @@ def probe(base_url: str, timeout: float = 1.0) -> list[str] | None:
     return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
 
 
+def reachable(base_url: str, timeout: float = 2.0) -> bool:
+    """True when an HTTP server answers at base_url (any status: it may want an API key)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -98,18 +111,34 @@ def serve(
     log_dir: Path,
     progress: Callable[[str], None] = print,
     ready_timeout_s: float = 180.0,
+    *,
+    reuse: bool = True,
+    started: list[ServerSpec] | None = None,
+    reused: list[ServerSpec] | None = None,
+    stop_timeout_s: float = STOP_TIMEOUT_S,
 ) -> Iterator[list[ServerSpec]]:
-    """Start a llama.cpp server per spec, wait until each answers, stop them all on exit."""
+    """Start a llama.cpp server per spec, wait until each answers, stop them all on exit.
+
+    A server already serving the spec's alias on its port is reused (and left running) unless
+    `reuse` is False. The specs started and reused are appended to `started` and `reused`.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[ServerSpec, subprocess.Popen[bytes], Path]] = []
+    started = [] if started is None else started
+    reused = [] if reused is None else reused
     try:
         for spec in specs:
+            mine = next((s for s, _p, _l in procs if s.port == spec.port), None)
+            if mine is not None and mine.alias == spec.alias:
+                started.append(spec)  # both roles on one port and model: one server
+                continue
             served = probe(spec.base_url, timeout=5.0)  # a busy server answers slowly
             if served is not None:
-                if spec.alias in served:
+                if spec.alias in served and reuse:
                     progress(
                         f"{spec.role}: {spec.alias} already served at {spec.base_url}; reusing it"
                     )
+                    reused.append(spec)
                     continue
                 raise ModelError(
                     f"port {spec.port} is taken by another server (serving {served}); "
@@ -129,9 +158,8 @@ def serve(
                 *server_tuning_args(spec),
             ]  # fmt: skip
             progress(f"{spec.role}: starting llama.cpp server for {spec.alias} on {spec.base_url}")
-            with open(log, "wb") as fh:
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-            procs.append((spec, proc, log))
+            procs.append((spec, spawn(cmd, log=log), log))
+            started.append(spec)
         for spec, proc, log in procs:
             deadline = time.monotonic() + ready_timeout_s
             while probe(spec.base_url) is None:
@@ -151,12 +179,9 @@ def serve(
             progress(f"{spec.role}: {spec.alias} ready")
         yield specs
     finally:
-        for _spec, proc, _log in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _spec, proc, _log in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if procs:
+            progress(
+                "stopping the llama.cpp server(s) started for this command: "
+                + ", ".join(f"{s.alias} ({s.base_url})" for s, _p, _l in procs)
+            )
+        stop_all([proc for _s, proc, _l in procs], stop_timeout_s)

@@ -23,7 +23,7 @@ from rag.errors import CorpusError, ModelError
 from rag.latency import latency_json
 from rag.prompts import NOT_IN_DOCS
 from rag.stats import bootstrap_ci, p95
-from rag.types import Done
+from rag.types import Done, Notice
 
 SEED = 1234
 # Reference cost profile: the large model costs 10x the small one per token (a TCO story
@@ -105,9 +105,25 @@ def says_not_in_docs(answer: str, patterns: Sequence[str]) -> bool:
 
 async def _answer(assistant: Assistant, question: str, opts: AskOptions) -> Done | None:
     done = None
+    notices: list[str] = []
     async for ev in assistant.ask(question, opts):
         if isinstance(ev, Done):
             done = ev
+        elif isinstance(ev, Notice):
+            notices.append(ev.text)
+    if done is not None and done.model == "retrieval-only":
+        # The passages quoted when no model answers are not a model's answer: scoring them would
+        # report a broken set-up as a result.
+        models = ", ".join(
+            f"{m.name} at {getattr(m, 'base_url', '?')}" for m in (assistant.slm, assistant.llm)
+        )
+        why = next((n for n in notices if n.startswith("No model could answer")), "")
+        raise ModelError(
+            f"no model answered {question!r} ({models}); an evaluation does not score "
+            f"retrieval-only answers. {why} Start the models (`rag models serve`) or let the "
+            "command start them (without --no-start-models).",
+            kind="refused",
+        )
     return done
 
 
@@ -139,13 +155,6 @@ async def eval_answers(
             done = await _answer(assistant, item.question, opts)
             if done is None:
                 continue
-            if done.model == "retrieval-only":
-                raise ModelError(
-                    f"no model answered {item.id} ({done.metrics.reason or 'both models failed'}); "
-                    "an evaluation never scores retrieval-only fallbacks — start the model "
-                    "servers (rag models serve) and run it again",
-                    kind="refused",
-                )
             text = strip_markers(done.answer)
             declined = done.abstained or says_not_in_docs(done.answer, patterns)
             context_has_gold = any(contains_gold(s.chunk.text, item.answers) for s in done.sources)
