@@ -492,7 +492,9 @@ async def _finish(
 async def _stats() -> None:
     stats = cl.user_session.get("stats")
     if not isinstance(stats, SessionStats) or not stats.answers:
-        await cl.Message(content="No answers yet in this session: ask something first.").send()
+        await cl.Message(
+            content="No answers yet in this session: ask something first." + _report_note()
+        ).send()
         return
     per = stats.per_model()
     fig = go.Figure(
@@ -510,7 +512,7 @@ async def _stats() -> None:
         height=360,
     )
     await cl.Message(
-        content=stats.summary(),
+        content=stats.summary() + _report_note(),
         elements=[cl.Plotly(name="session chart", figure=fig, display="inline")],
     ).send()
 
@@ -546,7 +548,7 @@ async def on_message(message: cl.Message) -> None:
             text = text[len("/compare") :].strip()
             opts = dataclasses.replace(opts, mode="compare")
             if not text:
-                await cl.Message(content="Usage: `/compare your question`").send()
+                await cl.Message(content="Usage: `/compare your question`" + _report_note()).send()
                 return
         await _render(message.content if not text.startswith("/") else text, opts)
     except Exception:  # the user gets a sentence, the log gets the traceback
@@ -606,6 +608,30 @@ async def history_file(
         return JSONResponse({"error": "no such file"}, status_code=404)
     media = mimetypes.guess_type(path.name)[0] or "text/plain; charset=utf-8"
     return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-cache"})
+
+
+# -- the latest `rag compare` report (rag/report.py writes <data_dir>/reports/latest.html) ------
+
+LATEST_REPORT_ROUTE = "/reports/latest"
+
+
+def _report_note() -> str:
+    """A line linking the latest small-vs-large report, or saying how to make one."""
+    if (CFG.data_dir / "reports" / "latest.html").is_file():
+        url = chainlit_config.run.root_path + LATEST_REPORT_ROUTE
+        return f"\n\n📊 [Small vs large model: the latest report]({url}) (from `rag compare`)"
+    return "\n\nNo small-vs-large report yet: run `rag compare` to make one."
+
+
+@_routes.get(LATEST_REPORT_ROUTE, include_in_schema=False)
+async def latest_report(user: Annotated[Any, Depends(get_current_user)]) -> Response:
+    """The report page, to signed-in users when sign-in is on (it names questions and settings)."""
+    path = CFG.data_dir / "reports" / "latest.html"
+    if AUTH.enabled and getattr(user, "id", None) is None:
+        return JSONResponse({"error": "sign in first"}, status_code=401)
+    if not path.is_file():
+        return JSONResponse({"error": "no report yet: run `rag compare`"}, status_code=404)
+    return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 def _serve_before_chainlit(router: APIRouter) -> None:

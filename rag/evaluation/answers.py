@@ -36,6 +36,7 @@ class QAItem:
     question: str
     answers: tuple[str, ...]
     impossible: bool
+    split: str = "test"  # answers.jsonl rows without a "split" field count as test
 
 
 def load_qa(folder: Path) -> list[QAItem]:
@@ -52,7 +53,13 @@ def load_qa(folder: Path) -> list[QAItem]:
                 row = json.loads(line)
                 rows.setdefault(str(row["_id"]), {}).update(row)
     items = [
-        QAItem(qid, str(r["text"]), tuple(r.get("answers", [])), bool(r.get("is_impossible")))
+        QAItem(
+            qid,
+            str(r["text"]),
+            tuple(r.get("answers", [])),
+            bool(r.get("is_impossible")),
+            str(r.get("split") or "test"),
+        )
         for qid, r in rows.items()
         if "text" in r
     ]
@@ -100,8 +107,12 @@ async def eval_answers(
     strategy: str | None = None,
     progress: Callable[[str], None] = lambda _m: None,
     details: list[dict[str, Any]] | None = None,
+    on_done: Callable[[QAItem, str, Done], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per mode: contains_gold, f1, abstain_impossible, escalation_rate, latency, cost."""
+    """One row per mode: contains_gold, f1, abstain_impossible, escalation_rate, latency, cost.
+
+    ``on_done(item, mode, done)`` sees every answer (e.g. for a judge or per-call timings).
+    """
     patterns = assistant.cfg.escalation.evasive_patterns
     rows = []
     for mode in modes:
@@ -118,6 +129,8 @@ async def eval_answers(
             else:
                 gold_hits.append(contains_gold(text, item.answers))
                 f1s.append(max((token_f1(text, g) for g in item.answers), default=0.0))
+            if on_done is not None:
+                on_done(item, mode, done)
             escalations.append(done.metrics.escalated)
             latencies.append(done.metrics.total_ms)
             costs.append(done.metrics.cost)
