@@ -128,10 +128,16 @@ class CompareOptions:
 # ---- cold start: the one place that starts model servers (swap for the shared helper) ----
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _port_or_free(port: int) -> int:
+    """``port`` if nothing listens there, else one the system picks (never someone else's)."""
+    for wanted in (port, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", wanted))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise ModelError("no free TCP port on 127.0.0.1 for a model server", kind="port")
 
 
 @contextlib.contextmanager
@@ -158,13 +164,17 @@ def _first_token_ms(model: ChatModel, since: float) -> float:
 def start_cold(
     cfg: Config, stack: contextlib.ExitStack, log_dir: Path, progress: Callable[[str], None]
 ) -> tuple[Config, dict[str, dict[str, Any]]]:
-    """Start each embedded server on a free port, timing start -> ready -> first token.
+    """Start each embedded server (its configured port if free, else a free one), timing
+    start -> ready -> first token.
 
     Returns the config pointing at the new ports and, per role, ready_ms and cold_start_ms.
     The servers stop when ``stack`` closes.
     """
     e = cfg.models.embedded
-    ports = {"slm": _free_port(), "llm": _free_port()}
+    slm_port = _port_or_free(e.slm_port)
+    with socket.socket() as held:  # keep the first pick from being picked twice
+        held.bind(("127.0.0.1", slm_port))
+        ports = {"slm": slm_port, "llm": _port_or_free(e.llm_port)}
     e = e.model_copy(update={"slm_port": ports["slm"], "llm_port": ports["llm"]})
     cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"embedded": e})})
     cold: dict[str, dict[str, Any]] = {}

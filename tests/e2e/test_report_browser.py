@@ -1,4 +1,4 @@
-"""The `rag compare` report opens offline in Chromium and its charts are drawn.
+"""The `rag compare` report opens offline in Chromium and its charts are drawn; the chat links it.
 
 The report comes from a real `rag compare --report` run against FakeOpenAI; the browser context
 is offline, so anything the page tried to fetch would fail (and the page must not need it).
@@ -6,16 +6,26 @@ is offline, so anything the page tried to fetch would fail (and the page must no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
+from rag.report import write_report
 from tests.conftest import SCREENSHOT_DIR
-from tests.e2e.conftest import VIEWPORT
+from tests.e2e.conftest import (
+    VIEWPORT,
+    ask,
+    last_answer,
+    open_chat,
+    run_chainlit,
+    screenshot,
+)
 from tests.fake_openai import FakeOpenAI
 from tests.integration.test_cli import LLM, SLM, rag_env, run_rag
 from tests.integration.test_compare import _model_reply, _qa
+from tests.unit.test_report import result
 
 pytestmark = [pytest.mark.browser]
 
@@ -61,3 +71,31 @@ def test_report_opens_offline_with_charts(
     finally:
         context.close()
     assert [u for u in requests if not u.startswith("file://")] == []
+
+
+@pytest.fixture(scope="module")
+def app_with_report(
+    tmp_path_factory: pytest.TempPathFactory, fake_models_url: str
+) -> Iterator[str]:
+    """The chat app whose data folder already holds a latest report (as `rag compare` leaves it)."""
+    workdir = tmp_path_factory.mktemp("chainlit-report")
+    write_report(result(), workdir / "data" / "reports" / "latest.html")
+    with run_chainlit(workdir, fake_models_url) as url:
+        yield url
+
+
+@pytest.mark.e2e
+def test_stats_and_compare_link_the_latest_report(page: Page, app_with_report: str) -> None:
+    open_chat(page, app_with_report)
+
+    ask(page, "/stats")
+    link = last_answer(page).get_by_role("link", name="Small vs large model: the latest report")
+    expect(link).to_have_attribute("href", "/reports/latest")
+    ask(page, "/compare")
+    expect(last_answer(page)).to_contain_text("Usage: /compare your question")
+    expect(last_answer(page).get_by_role("link")).to_have_count(1)
+
+    page.goto(app_with_report + "/reports/latest")
+    expect(page.locator("h1")).to_contain_text("Small vs large")
+    expect(page.locator("svg.chart")).to_have_count(5)
+    screenshot(page, "compare_report_served.png")
