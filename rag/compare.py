@@ -132,6 +132,7 @@ def _port_or_free(port: int) -> int:
     """``port`` if nothing listens there, else one the system picks (never someone else's)."""
     for wanted in (port, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
             try:
                 s.bind(("127.0.0.1", wanted))
             except OSError:
@@ -173,6 +174,7 @@ def start_cold(
     e = cfg.models.embedded
     slm_port = _port_or_free(e.slm_port)
     with socket.socket() as held:  # keep the first pick from being picked twice
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         held.bind(("127.0.0.1", slm_port))
         ports = {"slm": slm_port, "llm": _port_or_free(e.llm_port)}
     e = e.model_copy(update={"slm_port": ports["slm"], "llm_port": ports["llm"]})
@@ -253,7 +255,11 @@ def _version(dist: str) -> str | None:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
         return None

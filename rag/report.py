@@ -76,7 +76,7 @@ def strip_chart(title: str, rows: Sequence[tuple[str, str, Sequence[float]]], un
             f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - 30}" stroke="#e4e7ee"/>'
             f'<text x="{x:.1f}" y="{height - 14}" text-anchor="middle">{vmax * i / 4:,.0f}</text>'
         )
-    out.append(f'<text x="{width - 20}" y="{height - 2}" text-anchor="end">{_e(unit)}</text>')
+    out.append(f'<text x="{width - 10}" y="18" text-anchor="end" class="note">{_e(unit)}</text>')
     for n, (label, color, vs) in enumerate(rows):
         y = top + n * lane + lane / 2
         out.append(f'<text x="10" y="{y + 4:.1f}">{_e(label)}</text>')
@@ -124,7 +124,7 @@ def bar_chart(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e4e7ee"/>'
             f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{top_value * i / 4:g}</text>'
         )
-    out.append(f'<text x="{left}" y="{top - 6}" class="note">{_e(unit)}</text>')
+    out.append(f'<text x="{width - 10}" y="18" text-anchor="end" class="note">{_e(unit)}</text>')
     for g, label in enumerate(groups):
         gx = left + g * group_w + (group_w - bar_w * len(series)) / 2
         for s, (name, vs) in enumerate(series):
