@@ -420,6 +420,13 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
         cost_profile=args.cost_profile,
         volume_per_day=args.volume_per_day,
     )
+    if args.cold:  # a plain `kill` must still stop the servers this command started
+        import signal
+
+        def _interrupt(_sig: int, _frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _interrupt)
     result = run_comparison(cfg, opts, _progress)
     latest = write_report(result, cfg.data_dir / "reports" / "latest.html")
     _progress(f"report: {latest} (served by the chat at /reports/latest)")
@@ -588,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--prompt", action="append",
                    help="with --quick: these prompts instead (repeatable; implies --quick)")  # fmt: skip
-    s.add_argument("--rounds", type=int, default=1, help="rounds of the two warm short prompts")
+    s.add_argument("--rounds", type=_ranged(int, 0, 100), default=1,
+                   help="rounds of the two warm short prompts (0: none)")  # fmt: skip
     s.add_argument("--max-tokens", type=int, default=128, dest="max_tokens",
                    help="for the warm short prompts")  # fmt: skip
     s.add_argument("--json", action="store_true", help="one JSON object per model, then the run")

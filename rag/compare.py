@@ -107,7 +107,7 @@ class CompareOptions:
     limit: int = 10
     split: Literal["dev", "test", "all"] = "test"
     cold: bool = False
-    rounds: int = 1  # warm short prompts per model: rounds x 2 prompts
+    rounds: int = 1  # warm short prompts per model: rounds x 2 prompts (0: none)
     max_tokens: int = 128  # for the warm short prompts
     judge: bool = True
     escalation_rate: float | None = None  # None: measured by an `auto` run on the same questions
@@ -347,12 +347,16 @@ async def _answer_all(
     from rag.evaluation.answers import eval_answers
     from rag.evaluation.rubric import judge
 
-    warm = await compare_models(
-        [(r, models[r]) for r in ROLES],
-        DEFAULT_PROMPTS,
-        opts.rounds,
-        max_tokens=opts.max_tokens,
-        progress=progress,
+    warm = (
+        await compare_models(
+            [(r, models[r]) for r in ROLES],
+            DEFAULT_PROMPTS,
+            opts.rounds,
+            max_tokens=opts.max_tokens,
+            progress=progress,
+        )
+        if opts.rounds > 0
+        else []  # --rounds 0: no warm short prompts (the QA answers still give latency)
     )
     collected = _Collected()
     modes = ["never", "always"] + (["auto"] if opts.escalation_rate is None else [])

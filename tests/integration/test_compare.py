@@ -108,13 +108,14 @@ def test_compare_given_rate_one_profile_dev_split_and_cold_with_nothing_to_start
     proc = run_rag(
         ["compare", "--data", str(_qa(tmp_path / "qa")), "--json", "--split", "dev",
          "--escalation-rate", "0.25", "--cost-profile", "reference", "--no-judge", "--cold",
-         "--volume-per-day", "100"],
+         "--volume-per-day", "100", "--rounds", "0"],
         env, tmp_path, timeout=120,
     )  # fmt: skip
 
     assert proc.returncode == 0, proc.stderr
     *models, run = _lines(proc.stdout)
     assert all(m["calls"] == 1 and m["rubric"] is None for m in models)
+    assert all(m["warm_ttft_ms_p50"] is None for m in models)  # --rounds 0: no warm prompts
     assert all(
         m["cold_start_ms"] is None and "not an embedded model" in m["cold_note"] for m in models
     )
