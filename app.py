@@ -106,9 +106,9 @@ async def on_message(message: cl.Message) -> None:
             return
         command = commands.parse_command(message.content)
         if command.kind == "stats":
-            await commands.show_stats()
+            await commands.show_stats(CTX.cfg.data_dir)
         elif command.kind == "usage":
-            await cl.Message(content=command.text).send()
+            await cl.Message(content=command.text + commands.report_note(CTX.cfg.data_dir)).send()
         elif command.kind == "compare":
             await answer.answer(CTX, command.text, dataclasses.replace(_opts(), mode="compare"))
         else:

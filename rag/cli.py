@@ -422,10 +422,11 @@ def cmd_bench_embed(cfg: Config, args: argparse.Namespace) -> int:
 
 def _qa_assistant(cfg: Config, args: argparse.Namespace) -> Any:
     from rag.assistant import build_assistant
-    from rag.measure.eval.answers import with_reference_prices
+    from rag.config import apply_cost_profile
 
-    if getattr(args, "cost_profile", "config") == "reference":
-        cfg = with_reference_prices(cfg)
+    profile = getattr(args, "cost_profile", None)
+    if profile:
+        cfg = apply_cost_profile(cfg, profile)
     return build_assistant(cfg, _progress)
 
 
@@ -508,19 +509,85 @@ def cmd_eval_injection(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
-    from rag.measure.compare import DEFAULT_PROMPTS, compare_models
-    from rag.models import make_chat_model
+    from rag.measure.compare import CompareOptions, run_comparison
+    from rag.measure.report import write_report
 
-    prompts = args.prompt or list(DEFAULT_PROMPTS)
-    models = [("slm", make_chat_model(cfg, "slm")), ("llm", make_chat_model(cfg, "llm"))]
-    with models_on_demand(cfg, ("slm", "llm"), args):
-        rows = asyncio.run(
+    # --cold starts and stops its own servers; otherwise reuse running ones or start them here
+    on_demand = (
+        contextlib.nullcontext() if args.cold else models_on_demand(cfg, ("slm", "llm"), args)
+    )
+
+    if args.quick or args.prompt:  # warm latency on two built-in (or given) prompts only
+        from rag.measure.compare import DEFAULT_PROMPTS, compare_models
+        from rag.models import make_chat_model
+
+        models = [("slm", make_chat_model(cfg, "slm")), ("llm", make_chat_model(cfg, "llm"))]
+        prompts = args.prompt or list(DEFAULT_PROMPTS)
+        with on_demand:
+            quick = asyncio.run(
             compare_models(
                 models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress
             )
         )
-    _print_rows(rows, args.json)
-    return 1 if any("error" in r for r in rows) else 0
+        for row in quick:
+            row.pop("ttft_ms", None)
+        _print_rows(quick, args.json)
+        return 1 if any("error" in r for r in quick) else 0
+    opts = CompareOptions(
+        data=Path(args.data),
+        limit=args.limit,
+        split=args.split,
+        cold=args.cold,
+        rounds=args.rounds,
+        max_tokens=args.max_tokens,
+        judge=not args.no_judge,
+        escalation_rate=args.escalation_rate,
+        cost_profile=args.cost_profile,
+        volume_per_day=args.volume_per_day,
+    )
+    if args.cold:  # a plain `kill` must still stop the servers this command started
+        import signal
+
+        def _interrupt(_sig: int, _frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _interrupt)
+    with on_demand:
+        result = run_comparison(cfg, opts, _progress)
+    latest = write_report(result, cfg.data_dir / "reports" / "latest.html")
+    _progress(f"report: {latest} (served by the chat at /reports/latest)")
+    if args.report:
+        _progress(f"report: {write_report(result, Path(args.report))}")
+    rows = result["models"]
+    if args.json:
+        for row in rows:
+            print(json.dumps({"kind": "model", **row}, ensure_ascii=False))
+        print(json.dumps({"kind": "run", **result["run"]}, ensure_ascii=False))
+    else:
+        keys = ["model", "ttft_ms_p50", "total_ms_p50", "tokens_per_s", "rss_mb", "rss_peak_mb",
+                "file_mb", "cold_start_ms", "contains_gold", "f1", "abstain_impossible"]  # fmt: skip
+        _print_rows(
+            [
+                {
+                    **{k: r.get(k) for k in keys},
+                    "rubric": "/".join(
+                        str((r.get("rubric") or {}).get(c))
+                        for c in ("coherence", "factuality", "conciseness")
+                    ),
+                }
+                for r in rows
+            ],
+            False,
+        )
+        for r in rows:
+            if r.get("memory_note"):
+                print(f"{r['model']}: memory {r['memory_note']}")
+        run = result["run"]
+        print(
+            f"\ncost at escalation rate {run['escalation_rate']:.0%} ({run['escalation_rate_source']}):"
+        )
+        _print_rows(run["costs"], False)
+    return 1 if any(r.get("warm_error") for r in rows) else 0
 
 
 def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
@@ -650,8 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", default="all", choices=[*(m for m in MODES if m != "compare"), "all"])
     s.add_argument("--strategy", choices=list(STRATEGIES))
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
-    s.add_argument("--cost-profile", default="config", choices=["config", "reference"],
-                   help="reference: large model priced 10x the small one")  # fmt: skip
+    s.add_argument("--cost-profile", dest="cost_profile",
+                   help="price with this costs.profiles entry (reference: large 10x small; "
+                   "default: costs.profile)")  # fmt: skip
     s.add_argument(
         "--split",
         default="test",
@@ -690,12 +758,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_injection)
 
-    s = sub.add_parser("compare", help="small vs large model on the same prompts")
-    s.add_argument("--prompt", action="append", help="repeatable; default: two built-in prompts")
-    s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--max-tokens", type=int, default=128, dest="max_tokens")
+    s = sub.add_parser(
+        "compare", help="small vs large: latency, cold start, memory, quality, cost, HTML report"
+    )
+    s.add_argument("--data", default="eval/docs_qa", help="QA folder (queries + gold answers)")
+    s.add_argument("--limit", type=_ranged(int, 1, 10_000), default=10, help="first N questions")
+    s.add_argument("--split", default="test", choices=["dev", "test", "all"],
+                   help="answers.jsonl rows without a split field count as test")  # fmt: skip
+    s.add_argument("--cold", action="store_true",
+                   help="start the embedded servers here (free ports) and time start to first token")  # fmt: skip
+    s.add_argument("--no-judge", action="store_true", dest="no_judge",
+                   help="skip the rubric judged by the large model")  # fmt: skip
+    s.add_argument("--escalation-rate", type=_ranged(float, 0, 1), dest="escalation_rate",
+                   help="cascade cost at this rate instead of measuring an auto run")  # fmt: skip
+    s.add_argument("--cost-profile", dest="cost_profile",
+                   help="one profile of costs.profiles (or config); default: all of them")  # fmt: skip
+    s.add_argument("--volume-per-day", type=_ranged(int, 0, 10**9), dest="volume_per_day",
+                   help="questions per day for the monthly cost (default costs.volume_per_day)")  # fmt: skip
+    s.add_argument("--report", help="also write the HTML report to this file")
+    s.add_argument(
+        "--quick",
+        action="store_true",
+        help="only warm latency on two built-in prompts (the old rag compare)",
+    )
+    s.add_argument("--prompt", action="append",
+                   help="with --quick: these prompts instead (repeatable; implies --quick)")  # fmt: skip
+    s.add_argument("--rounds", type=_ranged(int, 0, 100), default=1,
+                   help="rounds of the two warm short prompts (0: none)")  # fmt: skip
+    s.add_argument("--max-tokens", type=int, default=128, dest="max_tokens",
+                   help="for the warm short prompts")  # fmt: skip
     _no_start_flag(s)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object per model, then the run")
     s.set_defaults(handler=cmd_compare)
 
     bench = sub.add_parser("bench", help="measure speed").add_subparsers(

@@ -277,6 +277,58 @@ class ServerConfig(_Model):
     port: int = Field(8000, ge=1, le=65535)
 
 
+class Price(_Model):
+    """Hypothetical price of one model per 1k prompt (in) and completion (out) tokens."""
+
+    in_per_1k: float = Field(0.0, ge=0)
+    out_per_1k: float = Field(0.0, ge=0)
+
+
+class CostProfile(_Model):
+    """A named price table for the small and the large model (the cost story, not a bill)."""
+
+    slm: Price = Price()
+    llm: Price = Price()
+    currency: str = "USD"
+    note: str = ""
+
+
+DEFAULT_COST_PROFILES: dict[str, CostProfile] = {
+    "local": CostProfile(
+        note="embedded llama.cpp: no per-token price (hardware, power not counted)"
+    ),
+    "reference": CostProfile(
+        slm=Price(in_per_1k=0.1, out_per_1k=0.2),
+        llm=Price(in_per_1k=1.0, out_per_1k=2.0),
+        currency="units",
+        note="the large model costs 10x the small one per token (rag eval answers' reference)",
+    ),
+    "cloud": CostProfile(
+        slm=Price(in_per_1k=0.00015, out_per_1k=0.0006),
+        llm=Price(in_per_1k=0.0025, out_per_1k=0.01),
+        note="hypothetical hosted small and large models (0.15/0.60 and 2.50/10 per 1M tokens)",
+    ),
+}
+
+
+class CostsConfig(_Model):
+    """Price profiles. ``profile: config`` keeps models.*.price_*_per_1k; a profile name overrides them."""
+
+    profile: str = "config"
+    volume_per_day: int = Field(1000, ge=0)  # questions per day, for the monthly figure
+    days_per_month: int = Field(30, ge=1, le=31)
+    profiles: dict[str, CostProfile] = DEFAULT_COST_PROFILES
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> CostsConfig:
+        if self.profile != "config" and self.profile not in self.profiles:
+            raise ValueError(
+                f"costs.profile {self.profile!r} is not defined; choose from "
+                f"{', '.join(['config', *self.profiles])}"
+            )
+        return self
+
+
 class Config(_Model):
     """The whole of rag.yaml."""
 
@@ -288,6 +340,7 @@ class Config(_Model):
     escalation: EscalationConfig = EscalationConfig()
     chat: ChatConfig = ChatConfig()
     server: ServerConfig = ServerConfig()
+    costs: CostsConfig = CostsConfig()
 
 
 def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -365,9 +418,34 @@ def load_config(
             if m.get("provider") == "foundry-local" and not m.get("base_url"):
                 _set_path(raw, ["models", role, "base_url"], url)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, source)) from None
+    return apply_cost_profile(cfg, cfg.costs.profile)
+
+
+def apply_cost_profile(cfg: Config, name: str) -> Config:
+    """The config with the models' prices taken from cost profile ``name`` ("config" keeps them)."""
+    if name == "config":
+        return cfg
+    profile = cfg.costs.profiles.get(name)
+    if profile is None:
+        raise ConfigError(
+            f"cost profile {name!r} is not defined; choose from "
+            f"{', '.join(['config', *cfg.costs.profiles])} or add it under costs.profiles in rag.yaml"
+        )
+    models = cfg.models
+    priced = {
+        role: getattr(models, role).model_copy(
+            update={
+                "price_in_per_1k": getattr(profile, role).in_per_1k,
+                "price_out_per_1k": getattr(profile, role).out_per_1k,
+            }
+        )
+        for role in ("slm", "llm")
+    }
+    costs = cfg.costs.model_copy(update={"profile": name})
+    return cfg.model_copy(update={"models": models.model_copy(update=priced), "costs": costs})
 
 
 def base_url_for(model: ModelConfig, embedded: EmbeddedConfig, role: Literal["slm", "llm"]) -> str:

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import chainlit as cl
 import plotly.graph_objects as go
+from chainlit.config import config as chainlit_config
 
 from rag.stats import SessionStats
 
 COMPARE_USAGE = "Usage: `/compare your question`"
 NO_ANSWERS_YET = "No answers yet in this session: ask something first."
+LATEST_REPORT_ROUTE = "/reports/latest"  # <data_dir>/reports/latest.html, written by `rag compare`
+
+
+def latest_report(data_dir: Path) -> Path:
+    """Where `rag compare` leaves its latest small-vs-large report."""
+    return data_dir / "reports" / "latest.html"
+
+
+def report_note(data_dir: Path, root_path: str | None = None) -> str:
+    """A line linking the latest small-vs-large report, or saying how to make one."""
+    if latest_report(data_dir).is_file():
+        root = chainlit_config.run.root_path if root_path is None else root_path
+        url = root + LATEST_REPORT_ROUTE
+        return f"\n\n📊 [Small vs large model: the latest report]({url}) (from `rag compare`)"
+    return "\n\nNo small-vs-large report yet: run `rag compare` to make one."
 
 
 @dataclass(frozen=True)
@@ -54,13 +71,13 @@ def stats_figure(stats: SessionStats) -> go.Figure:
     return fig
 
 
-async def show_stats() -> None:
+async def show_stats(data_dir: Path) -> None:
     """The session's summary and chart, or a hint when nothing was answered yet."""
     stats = cl.user_session.get("stats")
     if not isinstance(stats, SessionStats) or not stats.answers:
-        await cl.Message(content=NO_ANSWERS_YET).send()
+        await cl.Message(content=NO_ANSWERS_YET + report_note(data_dir)).send()
         return
     await cl.Message(
-        content=stats.summary(),
+        content=stats.summary() + report_note(data_dir),
         elements=[cl.Plotly(name="session chart", figure=stats_figure(stats), display="inline")],
     ).send()

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from rag.history import FILES_ROUTE, may_read, stored_file
 from rag.playground import MAX_BODY_BYTES, parse_request, playground_events, sse_stream
 from rag.playground_assets import Asset, engines_manifest, model_asset, not_modified, vendor_asset
+from webui.commands import LATEST_REPORT_ROUTE, latest_report
 from webui.context import AppContext
 
 
@@ -69,6 +70,16 @@ def make_router(ctx: AppContext) -> APIRouter:
     async def playground_model_file(request: Request, digest: str, filename: str) -> Response:
         asset = await asyncio.to_thread(model_asset, digest, filename, ctx.cfg.data_dir)
         return _asset_response(request, asset)
+
+    @routes.get(LATEST_REPORT_ROUTE, include_in_schema=False)
+    async def latest_report_page(user: Annotated[Any, Depends(get_current_user)]) -> Response:
+        """The report page, to signed-in users when sign-in is on (it names questions and settings)."""
+        path = latest_report(ctx.cfg.data_dir)
+        if ctx.auth.enabled and getattr(user, "id", None) is None:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        if not path.is_file():
+            return JSONResponse({"error": "no report yet: run `rag compare`"}, status_code=404)
+        return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @routes.get(FILES_ROUTE + "/{object_key:path}", include_in_schema=False)
     async def history_file(

@@ -26,9 +26,6 @@ from rag.stats import bootstrap_ci, p95
 from rag.types import Done, Notice
 
 SEED = 1234
-# Reference cost profile: the large model costs 10x the small one per token (a TCO story
-# for a cloud-priced LLM; the embedded models really cost nothing).
-REFERENCE_PRICES = {"slm": (0.1, 0.2), "llm": (1.0, 2.0)}
 
 
 @dataclass(frozen=True)
@@ -78,24 +75,6 @@ def load_qa(folder: Path, split: Split = "all") -> list[QAItem]:
     return sorted((i for i in items if split in ("all", i.split)), key=lambda i: i.id)
 
 
-def with_reference_prices(cfg: Config) -> Config:
-    """The same config with the reference cost profile (large model 10x the small one)."""
-    models = cfg.models
-    slm = models.slm.model_copy(
-        update={
-            "price_in_per_1k": REFERENCE_PRICES["slm"][0],
-            "price_out_per_1k": REFERENCE_PRICES["slm"][1],
-        }
-    )
-    llm = models.llm.model_copy(
-        update={
-            "price_in_per_1k": REFERENCE_PRICES["llm"][0],
-            "price_out_per_1k": REFERENCE_PRICES["llm"][1],
-        }
-    )
-    return cfg.model_copy(update={"models": models.model_copy(update={"slm": slm, "llm": llm})})
-
-
 def says_not_in_docs(answer: str, patterns: Sequence[str]) -> bool:
     """The answer declines: the app abstained, or the model said the docs don't contain it."""
     if NOT_IN_DOCS.lower().rstrip(".") in answer.lower() or "do not seem to cover" in answer:
@@ -136,8 +115,12 @@ async def eval_answers(
     progress: Callable[[str], None] = lambda _m: None,
     details: list[dict[str, Any]] | None = None,
     on_detail: Callable[[dict[str, Any]], None] | None = None,
+    on_done: Callable[[QAItem, str, Done], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per mode: contains_gold, f1, abstain_impossible, escalation_rate, latency, cost."""
+    """One row per mode: contains_gold, f1, abstain_impossible, escalation_rate, latency, cost.
+
+    ``on_done(item, mode, done)`` sees every answer (e.g. for a judge or per-call timings).
+    """
     patterns = assistant.cfg.escalation.evasive_patterns
     rows = []
     for mode in modes:
@@ -169,6 +152,8 @@ async def eval_answers(
                 in_context.append(context_has_gold)
                 if context_has_gold:
                     gold_given_context.append(correct)
+            if on_done is not None:
+                on_done(item, mode, done)
             escalations.append(done.metrics.escalated)
             latencies.append(done.metrics.total_ms)
             costs.append(done.metrics.cost)
