@@ -525,10 +525,10 @@ def cmd_compare(cfg: Config, args: argparse.Namespace) -> int:
         prompts = args.prompt or list(DEFAULT_PROMPTS)
         with on_demand:
             quick = asyncio.run(
-            compare_models(
-                models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress
+                compare_models(
+                    models, prompts, args.rounds, max_tokens=args.max_tokens, progress=_progress
+                )
             )
-        )
         for row in quick:
             row.pop("ttft_ms", None)
         _print_rows(quick, args.json)

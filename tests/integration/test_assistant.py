@@ -77,6 +77,8 @@ def make_config(
         "RAG__MODELS__TIMEOUTS__TOTAL_S": "4",
         "RAG__MODELS__TIMEOUTS__RETRIES": "0",
         "RAG__MODELS__TIMEOUTS__BACKOFF_S": "0.01",
+        # these tests script the hand-set signals; the router has its own tests below
+        "RAG__ESCALATION__POLICY": "signals",
     }
     for key, value in settings.items():
         environ["RAG__" + key.upper()] = str(value)

@@ -117,5 +117,5 @@ def test_eval_answers_starts_the_tiny_model_for_its_duration_and_stops_it(tmp_pa
     assert "started for this command and stopped when it ends" in proc.stderr
     assert f"stopping the llama.cpp server(s) started for this command: {SMOL}" in proc.stderr
     row = json.loads(proc.stdout.splitlines()[0])
-    assert row["mode"] == "never" and row["questions"] == 2
+    assert row["mode"] == "never" and row["n"] == 2
     assert port_free(port)  # the server went with the command

@@ -35,7 +35,7 @@ def test_keeps_the_answer_sentence_and_its_neighbours_and_marks_gaps() -> None:
     kept = out.hits[0].chunk.text
     assert answer in kept
     assert "Before the answer." in kept and "After the answer." in kept
-    assert kept.startswith("…") and kept.endswith("…")
+    assert " … " in kept and kept.endswith("…")  # left-out sentences are marked
     assert out.tokens_after < out.tokens_before
     assert estimate_tokens(kept) <= 80 + 10
 

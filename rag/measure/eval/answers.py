@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from rag.assistant import AskOptions, Assistant
 from rag.citations import contains_gold, strip_markers, token_f1
-from rag.config import Config, Mode, per_retriever
+from rag.config import Mode, per_retriever
 from rag.errors import CorpusError, ModelError
 from rag.latency import latency_json
 from rag.prompts import NOT_IN_DOCS
