@@ -500,8 +500,7 @@ def run_comparison(
         rate = float(auto.get("escalation_rate") or 0.0)
         escalated = sum(d.metrics.escalated for _, d in collected.done.get("auto", []))
         rate_source = (
-            f"measured: `auto` on the same {auto.get('n', 0)} questions "
-            f"({escalated} escalated)"
+            f"measured: `auto` on the same {auto.get('n', 0)} questions ({escalated} escalated)"
         )
     else:
         rate = opts.escalation_rate
