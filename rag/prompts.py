@@ -22,7 +22,10 @@ SYSTEM = (
     "and cite the source right after each fact, like [1]."
 )
 
-DRAFT_HINT = "Answer briefly from the sources above, citing them like [1]."
+DRAFT_HINT = (
+    "Answer with one short sentence that states the fact from the sources, followed by its "
+    "source number in brackets, such as [1]."
+)
 
 REFINE = (
     "Below is a draft answer from a smaller model. Check it against the sources: keep facts "
@@ -39,7 +42,8 @@ def _escape(text: str) -> str:
 def format_source(source: Source) -> str:
     c = source.chunk
     where = f"{c.title} › {c.heading}" if c.heading else c.title
-    return f'<source n="{source.n}">\n[{source.n}] {_escape(where)}\n{_escape(c.text)}\n</source>'
+    # The heading line carries no "[n]": small models copied "[1] Title › Heading" as their answer.
+    return f'<source n="{source.n}">\n{_escape(where)}\n{_escape(c.text)}\n</source>'
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ MAX_HANG_S = 120.0
 
 _TOKEN_RE = re.compile(r"\S+\s*|\s+")
 _MARKER_RE = re.compile(r"^\s*\[(\d+)\]")
+_SOURCE_TAG_RE = re.compile(r'^\s*<source n="(\d+)"[^>]*>\s*$')
 _SENTENCE_RE = re.compile(r"^(.+?[.!?])(?=\s|$)")
 
 
@@ -179,9 +180,10 @@ def message_text(message: Mapping[str, Any]) -> str:
 def echo_context(request: Mapping[str, Any]) -> str:
     """Answer with the first sentence of passage [1] in the prompt, cited: "<sentence> [1]".
 
-    The passage is the first non-blank line after the line that starts with "[1]" (or the rest
-    of that line when nothing follows it). The newest system/user message holding a "[1]" line
-    wins, so in a multi-turn chat the current turn's context is used.
+    The passage is the first line of text of the ``<source n="1">`` block (after its heading
+    line), or the first non-blank line after a line that starts with "[1]" (or the rest of that
+    line when nothing follows it). The newest system/user message holding passage 1 wins, so in
+    a multi-turn chat the current turn's context is used.
     """
     messages = [m for m in request.get("messages") or [] if isinstance(m, Mapping)]
     for message in reversed(messages):
@@ -189,6 +191,12 @@ def echo_context(request: Mapping[str, Any]) -> str:
             continue
         lines = message_text(message).splitlines()
         for i, line in enumerate(lines):
+            tag = _SOURCE_TAG_RE.match(line)
+            if tag and tag.group(1) == "1":
+                body = [x.strip() for x in lines[i + 1 :] if x.strip()]
+                if len(body) > 1 and not body[1].startswith("</source"):
+                    sentence = _SENTENCE_RE.match(body[1])
+                    return f"{sentence.group(1) if sentence else body[1]} [1]"
             marker = _MARKER_RE.match(line)
             if not marker or marker.group(1) != "1":
                 continue

@@ -170,7 +170,9 @@ def run_chainlit(
         "RAG__CORPUS__UPLOADS_DIR": str(corpus / "uploads"),
         "RAG__RETRIEVAL__RETRIEVER": retriever,
         # The fake's one-sentence drafts count as short whatever rag.yaml's tuning says, so the
-        # Cascade profile escalates and the answer streams (test_browser.py relies on both).
+        # Cascade profile escalates and the answer streams (test_browser.py relies on both):
+        # the hand-set signals policy, whose short-draft threshold the tests set here.
+        "RAG__ESCALATION__POLICY": "signals",
         "RAG__ESCALATION__MIN_DRAFT_CHARS": "120",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",

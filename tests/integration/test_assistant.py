@@ -195,7 +195,7 @@ def test_auto_keeps_a_long_cited_supported_draft(fake: FakeOpenAI, tmp_path: Pat
     # the draft prompt carries the one-sentence hint and the numbered passage with the fact
     prompt = user_prompt(fake.requests_for(SLM)[0])
     assert DRAFT_HINT in prompt
-    assert '<source n="1">\n[1] Travel and Expenses Policy › Meals' in prompt
+    assert '<source n="1">\nTravel and Expenses Policy › Meals' in prompt
     assert "45 euros per day" in prompt
 
 

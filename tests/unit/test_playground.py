@@ -70,7 +70,7 @@ def test_large_model_and_reference_wrapped_as_source_one(fake_openai: FakeOpenAI
     (request,) = fake_openai.requests_for(LLM)
     system, user = request.messages
     assert system == {"role": "system", "content": SYSTEM}
-    assert '<source n="1"' in user["content"] and f"[1] {REFERENCE_TITLE}" in user["content"]
+    assert f'<source n="1">\n{REFERENCE_TITLE}\n' in user["content"]
     assert user["content"].rstrip().endswith("Question: When?")  # no draft hint for the llm
 
 
