@@ -240,7 +240,9 @@ def test_cascade_foundry_small_llama_cpp_large(
         "RAG__MODELS__LLM__MODEL": llama_llm.alias,
         "RAG__MODELS__LLM__MAX_TOKENS": "48",
         "RAG__MODELS__LLM__CONTEXT_WINDOW": "2048",
-        # Escalate every draft (no draft is this long) and never abstain on weak context.
+        # The hand-set signals: escalate every draft (no draft is this long) and never abstain
+        # on weak context.
+        "RAG__ESCALATION__POLICY": "signals",
         "RAG__ESCALATION__MIN_DRAFT_CHARS": "100000",
         "RAG__ESCALATION__WEAK_CONTEXT__BM25": "0",
     }
