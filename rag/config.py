@@ -231,11 +231,79 @@ class RouterConfig(_Model):
     sufficiency is below ``skip_below``; otherwise escalate.
     """
 
-    sufficiency: LogisticParams = LogisticParams()
-    draft: LogisticParams = LogisticParams()
-    keep_threshold: float = Field(0.5, ge=0, le=1)
-    abstain_below: float = Field(0.3, ge=0, le=1)
-    skip_below: float = Field(0.05, ge=0, le=1)
+    # Fitted on 90 dev questions (`rag eval fit-router`, README); rag.yaml carries the same.
+    sufficiency: LogisticParams = LogisticParams(
+        bias=1.07363,
+        weights={
+            "coverage_idf": -0.158991,
+            "coverage": 1.067442,
+            "coverage_all": -0.370358,
+            "unknown": -0.671738,
+            "margin": -0.250147,
+            "dense": -0.087546,
+            "terms": 0.267291,
+        },
+        means={
+            "coverage_idf": 0.680434,
+            "coverage": 0.715831,
+            "coverage_all": 0.767081,
+            "unknown": 0.07542,
+            "margin": 0.146159,
+            "dense": 0.547537,
+            "terms": 1.800859,
+        },
+        scales={
+            "coverage_idf": 0.243982,
+            "coverage": 0.216342,
+            "coverage_all": 0.246354,
+            "unknown": 0.179985,
+            "margin": 0.16539,
+            "dense": 0.119181,
+            "terms": 0.371978,
+        },
+    )
+    draft: LogisticParams = LogisticParams(
+        bias=-1.140916,
+        weights={
+            "sufficiency": 0.525365,
+            "coverage_idf": 0.04488,
+            "support": 0.562158,
+            "chars": 0.180672,
+            "cited": 0.043375,
+            "declines": 0.0,
+            "declines_suff": 0.0,
+            "marker_first": -0.356173,
+            "logprob_mean": 0.065494,
+            "logprob_min": 0.113745,
+        },
+        means={
+            "sufficiency": 0.722222,
+            "coverage_idf": 0.680434,
+            "support": 0.594185,
+            "chars": 3.718408,
+            "cited": 0.933333,
+            "declines": 0.0,
+            "declines_suff": 0.0,
+            "marker_first": 0.533333,
+            "logprob_mean": -0.219961,
+            "logprob_min": -1.274247,
+        },
+        scales={
+            "sufficiency": 0.19357,
+            "coverage_idf": 0.243982,
+            "support": 0.391832,
+            "chars": 1.653077,
+            "cited": 0.249444,
+            "declines": 1.0,
+            "declines_suff": 1.0,
+            "marker_first": 0.498888,
+            "logprob_mean": 0.182449,
+            "logprob_min": 0.461329,
+        },
+    )
+    keep_threshold: float = Field(0.197758, ge=0, le=1)
+    abstain_below: float = Field(0.4, ge=0, le=1)
+    skip_below: float = Field(0.1986, ge=0, le=1)
     target_escalation: float = Field(0.35, ge=0, le=1)
 
 
