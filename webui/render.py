@@ -44,6 +44,8 @@ def hits_markdown(ev: Retrieved) -> str:
     for h in ev.hits:
         where = f" › {h.chunk.heading}" if h.chunk.heading else ""
         lines.append(f"{h.rank}. {h.chunk.title}{where} — `{h.chunk.path}` (score {h.score:.3f})")
+    if ev.sufficiency is not None:
+        lines += ["", f"Context: {ev.sufficiency.describe()}."]
     return "\n".join(lines)
 
 

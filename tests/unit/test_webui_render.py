@@ -10,6 +10,7 @@ from rag.types import (
     Retrieved,
     Source,
     StageFinished,
+    Sufficiency,
     Usage,
 )
 from webui import render
@@ -152,3 +153,13 @@ def test_answer_content_in_compare_mode_shows_the_table_not_the_answer() -> None
     assert "\n\nB\n\n" not in content
     failed = [StageFinished("compare", SMALL, ""), StageFinished("compare", LARGE, "")]
     assert "\n\nSorry, no answer.\n\n" in render.answer_content(done("Sorry, no answer."), failed)
+
+
+def test_hits_markdown_shows_the_context_sufficiency() -> None:
+    hit = Hit(
+        Chunk("c1", "d", "runbooks/oncall.txt", "On-call", "", "Page the secondary.", 0), 0.8, 1
+    )
+    ev = Retrieved("hybrid", (hit,), 4.0, Sufficiency({"coverage_idf": 0.75}, 0.82))
+    assert render.hits_markdown(ev).endswith(
+        "Context: context sufficiency 0.82; best passage holds 75% of the question's weight."
+    )
