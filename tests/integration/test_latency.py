@@ -200,7 +200,11 @@ def test_bench_latency_prints_one_line_per_configuration(
         assert row["n"] == 3
         assert row["gold_in_context"] == 0.5  # q1's gold is in the context, q3's is not
         assert 0 < row["ttft_ms_p50"] <= row["ttft_ms_p95"]
-        assert row["ttft_ms_p50"] <= row["total_ms_p50"] <= row["total_ms_p95"]
+        # first tokens are over the questions a model answered, totals over all of them (an
+        # abstained question has no first token), so only the tails are comparable
+        assert (
+            row["ttft_ms_p50"] <= row["total_ms_p95"] and row["total_ms_p50"] <= row["total_ms_p95"]
+        )
         assert row["prompt_tokens_p50"] > 0
     # each pass: one warm-up question plus three; only `default` asks the small model for logprobs
     slm = fake_openai.requests_for(SLM)
