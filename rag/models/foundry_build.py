@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ModelError
+from rag.models.artifacts.files import swap_dir
 
 Progress = Callable[[str], None]
 
@@ -198,24 +198,13 @@ def convert_gguf(
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (out / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-        _swap_dir(out, dest)
+        swap_dir(out, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     size_mb = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
     seconds = time.perf_counter() - t0
     progress(f"{name}: Foundry Local model ready in {seconds:.0f} s, {size_mb:.0f} MB ({dest})")
     return {"path": str(dest), "status": "built", "seconds": round(seconds, 1)}
-
-
-def _swap_dir(new: Path, final: Path) -> None:
-    """Put folder ``new`` at ``final``; an old folder is moved aside first, then deleted."""
-    old: Path | None = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-        os.replace(final, old / final.name)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_foundry(

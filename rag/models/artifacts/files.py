@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -113,3 +114,14 @@ def verified_file(name: str, path: Path, sha256: str, size: int, folder: Path) -
         manifest.setdefault("files", {})[name] = file_stamp(path, sha256)
         write_json_atomic(manifest_path, manifest)
     return True
+
+
+def swap_dir(new: Path, final: Path) -> None:
+    """Put folder ``new`` at ``final``; an old folder is moved aside first, then deleted."""
+    old: Path | None = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -24,6 +24,7 @@ from rag.models.artifacts.files import (
     read_json,
     sha256_file,
     stamp_matches,
+    swap_dir,
     write_json_atomic,
 )
 
@@ -209,7 +210,7 @@ def build_embedding(
         }
         write_json_atomic(tmp / MANIFEST, manifest)
         chmod_default(tmp, 0o755)
-        _swap_dir(tmp, final)
+        swap_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     progress(f"embedding: built {final}")
@@ -218,14 +219,3 @@ def build_embedding(
         "status": "built",
         "variants": {v: files[rel]["sha256"] for v, rel in manifest["variants"].items()},
     }
-
-
-def _swap_dir(new: Path, final: Path) -> None:
-    """Put folder ``new`` at ``final``; an old folder is moved aside first, then deleted."""
-    old: Path | None = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-        os.replace(final, old / final.name)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
