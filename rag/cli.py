@@ -607,8 +607,8 @@ def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_bench_latency(cfg: Config, args: argparse.Namespace) -> int:
     from rag.measure.latency_bench import bench_latency, load_items
 
-    items = load_items(Path(args.data), args.limit)
-    _print_rows(asyncio.run(bench_latency(cfg, items, _progress)), args.json)
+    items, warmup = load_items(Path(args.data), args.limit, args.split)
+    _print_rows(asyncio.run(bench_latency(cfg, items, _progress, warmup=warmup)), args.json)
     return 0
 
 
@@ -827,6 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
+    s.add_argument("--split", default="all", choices=["dev", "test", "all"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_latency)
     return p
