@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +29,8 @@ from rag.costs import Tokens, cost_table
 from rag.errors import ConfigError, ModelError
 from rag.measure.memory import PeakSampler, hwm_mb, pid_listening_on, rss_mb
 from rag.models import CallRecord, ChatModel, Message, make_chat_model
-from rag.models.embedded import ServerSpec, embedded_specs, serve
+from rag.models.embedded import ServerSpec, embedded_specs
+from rag.procs import EmbeddedServers
 from rag.stats import p95
 from rag.types import Done, Usage
 
@@ -141,13 +142,6 @@ def _port_or_free(port: int) -> int:
     raise ModelError("no free TCP port on 127.0.0.1 for a model server", kind="port")
 
 
-@contextlib.contextmanager
-def own_server(spec: ServerSpec, log_dir: Path, progress: Callable[[str], None]) -> Iterator[None]:
-    """Start a llama.cpp server for ``spec`` (a free port) and stop it on exit; only this one."""
-    with serve([spec], log_dir, progress):
-        yield
-
-
 def _first_token_ms(model: ChatModel, since: float) -> float:
     """Milliseconds from ``since`` (time.monotonic) to the first token of a short request."""
 
@@ -182,7 +176,10 @@ def start_cold(
     cold: dict[str, dict[str, Any]] = {}
     for spec in embedded_specs(cfg):
         t0 = time.monotonic()
-        stack.enter_context(own_server(spec, log_dir, progress))
+        # one role at a time, so each cold start is timed alone; stopped when ``stack`` closes
+        stack.enter_context(
+            EmbeddedServers(cfg, (spec.role,), reuse=False, progress=progress, log_dir=log_dir)
+        )
         ready_ms = (time.monotonic() - t0) * 1000.0
         first_ms = _first_token_ms(make_chat_model(cfg, spec.role), t0)
         cold[spec.role] = {
