@@ -164,7 +164,9 @@ export class MiniLM {
     // Threads need SharedArrayBuffer (COOP/COEP); on a few shared cores one is as fast anyway.
     ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(navigator.hardwareConcurrency || 1, 4) : 1;
     ort.env.wasm.proxy = false;
-    const vocab = await (await fetch(url(this.spec.vocab), {credentials: "same-origin"})).text();
+    const response = await fetch(url(this.spec.vocab), {credentials: "same-origin"});
+    if (!response.ok) throw new Error(`GET ${this.spec.vocab}: HTTP ${response.status}`);
+    const vocab = await response.text();
     this.tokenizer = new WordPiece(vocab);
     const model = await fetchBytes(url(this.spec.model), onProgress);
     this.ort = ort;

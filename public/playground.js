@@ -196,8 +196,8 @@
     if (scorer) return scorer;
     const bar = $("scorer-progress"), line = $("scorer-status");
     scorer = (async () => {
-      const spec = (await engines()).embedder;
       try {
+        const spec = (await engines()).embedder;
         if (!spec || !spec.available) throw new Error(spec ? spec.problem : "not offered by the app");
         const {MiniLM} = await import("/public/playground-minilm.js");
         const minilm = new MiniLM(spec);
