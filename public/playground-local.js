@@ -75,16 +75,41 @@ export function selectSources(reference, prompt, k = 3, maxChars = 500) {
   return chosen.map((r, i) => ({n: i + 1, passage: r.index + 1, text: r.text, score: r.score}));
 }
 
+// The sources for a prompt and the scorer that chose them: the MiniLM `embedder`
+// (playground-minilm.js) when it is given and works, its best `k` by cosine; else BM25 as
+// selectSources. `fallback` says why MiniLM did not rank them, when it was asked to.
+export async function rankSources(reference, prompt, embedder = null, {k = 3, maxChars = 500} = {}) {
+  const passages = splitPassages(reference, maxChars);
+  if (!passages.length) return {scorer: null, sources: [], fallback: ""};
+  let fallback = "";
+  if (embedder) {
+    try {
+      const ranked = await embedder.rank(passages, prompt);
+      const sources = ranked.slice(0, k).map((r, i) =>
+        ({n: i + 1, passage: r.index + 1, text: r.text, score: r.score}));
+      return {scorer: embedder.name || "MiniLM", sources, fallback};
+    } catch (err) {
+      fallback = `MiniLM failed (${err.message})`;
+    }
+  }
+  return {scorer: "BM25", sources: selectSources(reference, prompt, k, maxChars), fallback};
+}
+
 // -- the prompt: rag/prompts.py's answer_messages(draft=True), wording served by the app -------
 
+// rag/prompts.py's _escape and format_source: the title line carries no "[n]" (small models
+// copied it as their answer); passage p of the reference text is the heading "passage p".
 const escapeSource = (s) => s.replaceAll("<source", "‹source").replaceAll("</source", "‹/source");
+
+export function formatSource(source, title = "Reference text") {
+  return `<source n="${source.n}">\n${escapeSource(`${title} › passage ${source.passage}`)}\n` +
+    `${escapeSource(source.text)}\n</source>`;
+}
 
 export function groundedMessages(prompt, sources, wording) {
   if (!sources.length) return [{role: "user", content: prompt}];
-  const context = sources.map((s) =>
-    `<source n="${s.n}" doc="playground/reference">\n[${s.n}] ` +
-    `${escapeSource(`Reference text › passage ${s.passage}`)}\n${escapeSource(s.text)}\n</source>`,
-  ).join("\n\n");
+  const title = wording.reference_title || "Reference text";
+  const context = sources.map((s) => formatSource(s, title)).join("\n\n");
   const user = `Sources:\n\n${context}\n\nQuestion: ${prompt}\n\n${wording.draft_hint}`;
   return [{role: "system", content: wording.system}, {role: "user", content: user}];
 }

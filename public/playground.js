@@ -1,7 +1,9 @@
 // The streaming playground: POST /playground/stream, read its server-sent events with a
 // ReadableStream reader, append tokens as they arrive, chart every run's latency in plain SVG.
 // The "In this browser" engine instead runs a GGUF model in the page (playground-local.js,
-// loaded on first use): the prompt and the reference text never leave the page then.
+// loaded on first use), and ranks the pasted reference text with MiniLM on onnxruntime-web
+// (playground-minilm.js, BM25 when it is not loaded): the prompt and the reference text never
+// leave the page then.
 "use strict";
 
 (() => {
@@ -19,6 +21,8 @@
   let manifest = null;   // GET /playground/engines: wllama's files, the models, the prompt wording
   let localLib = null;   // the playground-local.js module, imported once (a promise)
   let engine = null;     // its BrowserEngine, once a model is asked for
+  let scorer = null;     // a promise of the loaded MiniLM passage scorer, or of null (BM25 then)
+  let scorerProblem = "";  // why MiniLM is not ranking the passages, when it is not
   const fmtBytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
 
   const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
@@ -186,17 +190,57 @@
       ` · ${e.backend === "webgpu" ? "WebGPU" : "WebAssembly, 1 thread"}`;
   }
 
-  function showSources(sources) {
+  // MiniLM, loaded once on the first in-browser run with reference text; null when it cannot
+  // load (not built, onnxruntime-web missing, a load error), and then BM25 ranks the passages.
+  function loadScorer() {
+    if (scorer) return scorer;
+    const bar = $("scorer-progress"), line = $("scorer-status");
+    scorer = (async () => {
+      try {
+        const spec = (await engines()).embedder;
+        if (!spec || !spec.available) throw new Error(spec ? spec.problem : "not offered by the app");
+        const {MiniLM} = await import("/public/playground-minilm.js");
+        const minilm = new MiniLM(spec);
+        bar.hidden = false;
+        await minilm.load(({loaded, total}) => {
+          bar.value = total ? loaded / total : 0;
+          line.textContent = `Loading the MiniLM passage scorer: ${fmtBytes(loaded)} of ` +
+            `${fmtBytes(total)} (${total ? Math.round((loaded / total) * 100) : 0}%)`;
+        });
+        bar.value = 1;
+        line.dataset.loadMs = minilm.loadMs.toFixed(0);
+        line.textContent = `MiniLM passage scorer (${spec.model_id}, ${spec.variant}, ` +
+          `onnxruntime-web ${spec.ort_version}) loaded in ${fmtMs(minilm.loadMs)}`;
+        return minilm;
+      } catch (err) {
+        scorerProblem = `MiniLM is not loaded: ${err.message}`;
+        line.textContent = `${scorerProblem} — passages are ranked by BM25 (lexical) instead.`;
+        bar.hidden = true;
+        return null;
+      }
+    })();
+    return scorer;
+  }
+
+  function showSources(sources, scorerName, fallback) {
     sourceList.replaceChildren();
+    const cosine = scorerName !== "BM25";
     for (const s of sources) {
       const li = document.createElement("li");
-      li.dataset.score = s.score.toFixed(3);
+      li.dataset.score = s.score.toFixed(6);
+      li.dataset.scorer = scorerName;
       const score = document.createElement("span");
       score.className = "score";
-      score.textContent = ` — passage ${s.passage}, BM25 ${s.score.toFixed(2)}`;
+      score.textContent = ` — passage ${s.passage}, ${scorerName} ` +
+        (cosine ? `cosine ${s.score.toFixed(3)}` : s.score.toFixed(2));
       li.append(document.createTextNode(s.text), score);
       sourceList.append(li);
     }
+    const why = fallback || (scorerName === "BM25" ? scorerProblem : "");
+    $("scorer-name").dataset.scorer = scorerName || "";
+    $("scorer-name").textContent = cosine
+      ? `— ranked in this browser by ${scorerName} (cosine of all-MiniLM-L6-v2 embeddings)`
+      : `— ranked in this browser by BM25 (lexical)${why ? `; ${why}` : ""}`;
     sourcesBox.hidden = !sources.length;
   }
 
@@ -208,10 +252,26 @@
     controller = new AbortController();
     const started = performance.now();
     try {
-      await loadLocalModel(name);
       const module = await lib();
-      const sources = module.selectSources(reference, prompt);
-      showSources(sources);
+      let sources = [];
+      if (reference.trim()) {
+        setStatus("Ranking the reference text's passages in this page…");
+        const minilm = await loadScorer();
+        const before = minilm ? minilm.embedMs.length : 0;
+        const ranked = await module.rankSources(reference, prompt, minilm);
+        sources = ranked.sources;
+        showSources(sources, ranked.scorer, ranked.fallback);
+        if (minilm && ranked.scorer !== "BM25") {
+          const times = minilm.embedMs.slice(before);
+          const each = times.reduce((a, b) => a + b, 0) / Math.max(times.length, 1);
+          const line = $("scorer-status");
+          line.dataset.embedMs = each.toFixed(1);
+          line.dataset.embedN = String(times.length);
+          line.textContent = `MiniLM ranked ${times.length - 1} passage(s): ${fmtMs(each)} per ` +
+            `embedding (prompt included, ${times.length} texts) · loaded in ${fmtMs(minilm.loadMs)}`;
+        }
+      }
+      await loadLocalModel(name);
       const messages = module.groundedMessages(prompt, sources, manifest.prompt);
       setStatus("Waiting for the first token…");
       let first = true;

@@ -1,10 +1,10 @@
-"""Files the playground's in-browser engine loads from this app: wllama and the GGUF models.
+"""Files the playground's in-browser engine loads from this app: wllama, onnxruntime-web, models.
 
 Only names listed here are ever served; a request names a key, never a path. The JavaScript
 and WebAssembly come from ``webassets/node_modules`` (installed by ``npm ci``, pinned in
 ``webassets/package-lock.json``); the models are the verified GGUF files `rag models build`
-left, addressed by their sha256 so that a URL always means the same bytes and browsers may
-cache it for good. Pure functions: app.py (or its successor) only turns an ``Asset`` into a
+left and the built MiniLM ONNX model with its vocabulary (the passage scorer), addressed by
+their sha256 so that a URL always means the same bytes and browsers may cache it for good. Pure functions: app.py (or its successor) only turns an ``Asset`` into a
 response.
 """
 
@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import RagError
-from rag.models.artifacts import QWEN_05B, SMOLLM2, SMOLLM2_NAME, gguf_path
+from rag.models.artifacts import (
+    QWEN_05B,
+    SMOLLM2,
+    SMOLLM2_NAME,
+    embedding_model_dir,
+    gguf_path,
+    read_embedding_manifest,
+)
+from rag.playground import REFERENCE_TITLE
 from rag.prompts import DRAFT_HINT, NOT_IN_DOCS, SYSTEM
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +37,35 @@ NPM_FIX = "run `make install` (or `cd webassets && npm ci`; needs Node 20 and np
 
 ASSETS_ROUTE = "playground/assets"  # + /<key>
 MODELS_ROUTE = "playground/models"  # + /<sha256[:16]>/<name>.gguf
+EMBEDDER_ROUTE = "playground/embedder"  # + /<sha256[:16]>/<model.onnx | vocab.txt>
+
+_JS = "text/javascript; charset=utf-8"
 
 # URL key -> (file under node_modules, media type). wllama's JS and .wasm must be one release.
 VENDOR: dict[str, tuple[str, str]] = {
-    "wllama/index.js": ("@wllama/wllama/esm/index.js", "text/javascript; charset=utf-8"),
+    "wllama/index.js": ("@wllama/wllama/esm/index.js", _JS),
     "wllama/wllama.wasm": ("@wllama/wllama/esm/wasm/wllama.wasm", "application/wasm"),
+    # onnxruntime-web's WebAssembly-only build: the module imports the Emscripten glue (.mjs)
+    # and fetches the .wasm from ort.env.wasm.wasmPaths, which the page sets to ORT_PREFIX.
+    "ort/ort.wasm.min.mjs": ("onnxruntime-web/dist/ort.wasm.min.mjs", _JS),
+    "ort/ort-wasm-simd-threaded.mjs": ("onnxruntime-web/dist/ort-wasm-simd-threaded.mjs", _JS),
+    "ort/ort-wasm-simd-threaded.wasm": (
+        "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
+        "application/wasm",
+    ),
 }
-VENDOR_PACKAGES: dict[str, str] = {"wllama": "@wllama/wllama"}
+VENDOR_PACKAGES: dict[str, str] = {"wllama": "@wllama/wllama", "ort": "onnxruntime-web"}
+ORT_PREFIX = f"{ASSETS_ROUTE}/ort/"
+
+# The MiniLM files the page's passage scorer loads: URL name -> the manifest's variant (or file).
+# fp32 (90 MB) rather than int8 (23 MB): in onnxruntime-web's WebAssembly the fp32 vectors equal
+# native onnxruntime's (OnnxEncoder "fp32") to ~1e-7, while the int8 file, quantised for x86's
+# AVX2 kernels, came out up to 0.014 off per component and no faster (measured here in node).
+BROWSER_EMBEDDING_VARIANT = "fp32"
+EMBEDDER_FILES: dict[str, tuple[str, str]] = {
+    "model.onnx": ("variant", "application/octet-stream"),
+    "vocab.txt": ("vocab.txt", "text/plain; charset=utf-8"),
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +182,87 @@ def model_asset(digest: str, filename: str, data_dir: Path) -> Asset | None:
     )
 
 
+def _embedder_files(data_dir: Path) -> dict[str, tuple[str, str, int]]:
+    """URL name -> (file in the model folder, sha256, size), from the build's manifest.
+
+    Raises RagError (RetrieverUnavailable) with the fix when the model is not built or changed.
+    """
+    manifest = read_embedding_manifest(embedding_model_dir(data_dir))
+    out = {}
+    for name, (rel, _) in EMBEDDER_FILES.items():
+        if rel == "variant":
+            manifest.variant_path(BROWSER_EMBEDDING_VARIANT)  # raises with the fix if not built
+            rel = manifest.variants[BROWSER_EMBEDDING_VARIANT]
+        meta = manifest.files.get(rel) or {}
+        path = manifest.model_dir / rel
+        if not path.is_file() or path.stat().st_size != meta.get("size"):
+            raise RagError(f"{path} is missing or changed since the build: run `rag models build`")
+        out[name] = (rel, str(meta["sha256"]), int(meta["size"]))
+    return out
+
+
+def embedder_url(name: str, sha256: str) -> str:
+    """The content-addressed URL path of one MiniLM file (relative to the app's root)."""
+    return f"{EMBEDDER_ROUTE}/{sha256[:16]}/{name}"
+
+
+def embedder_asset(digest: str, filename: str, data_dir: Path) -> Asset | None:
+    """A MiniLM file behind an embedder URL, if the name is listed and the digest is its own."""
+    if filename not in EMBEDDER_FILES:
+        return None
+    try:
+        rel, sha256, _ = _embedder_files(data_dir)[filename]
+    except RagError:
+        return None
+    if digest != sha256[:16]:
+        return None
+    path = embedding_model_dir(data_dir) / rel
+    return Asset(
+        path=path,
+        media_type=EMBEDDER_FILES[filename][1],
+        etag=f'"{sha256}"',
+        last_modified=_http_date(path.stat().st_mtime),
+        cache_control=IMMUTABLE,
+    )
+
+
+def embedder_manifest(data_dir: Path, node_modules: Path = NODE_MODULES) -> dict[str, Any]:
+    """What the page's MiniLM scorer needs: onnxruntime-web's URLs, the model's and the vocab's."""
+    version = vendor_version(VENDOR_PACKAGES["ort"], node_modules)
+    spec: dict[str, Any] = {
+        "name": "MiniLM",
+        "model_id": "",
+        "variant": BROWSER_EMBEDDING_VARIANT,
+        "ort_version": version,
+        "module": f"{ASSETS_ROUTE}/ort/ort.wasm.min.mjs",
+        "wasm_prefix": ORT_PREFIX,
+        "model": "",
+        "vocab": "",
+        "size": 0,
+        "max_seq_length": 0,
+        "available": False,
+        "problem": ""
+        if version
+        else f"onnxruntime-web is not installed in {node_modules}: {NPM_FIX}",
+    }
+    try:
+        files = _embedder_files(data_dir)
+        manifest = read_embedding_manifest(embedding_model_dir(data_dir))
+    except RagError as exc:
+        spec["problem"] = spec["problem"] or str(exc)
+        return spec
+    _, model_sha, size = files["model.onnx"]
+    spec.update(
+        model_id=manifest.model_id,
+        model=embedder_url("model.onnx", model_sha),
+        vocab=embedder_url("vocab.txt", files["vocab.txt"][1]),
+        size=size,
+        max_seq_length=manifest.max_seq_length,
+        available=bool(version),
+    )
+    return spec
+
+
 def not_modified(request_headers: Mapping[str, str], asset: Asset) -> bool:
     """True when the browser's validators (If-None-Match, else If-Modified-Since) still hold."""
     tags = request_headers.get("if-none-match")
@@ -211,5 +322,11 @@ def engines_manifest(data_dir: Path, node_modules: Path = NODE_MODULES) -> dict[
             "problem": "" if version else f"wllama is not installed in {node_modules}: {NPM_FIX}",
         },
         "models": models,
-        "prompt": {"system": SYSTEM, "draft_hint": DRAFT_HINT, "not_in_docs": NOT_IN_DOCS},
+        "embedder": embedder_manifest(data_dir, node_modules),
+        "prompt": {
+            "system": SYSTEM,
+            "draft_hint": DRAFT_HINT,
+            "not_in_docs": NOT_IN_DOCS,
+            "reference_title": REFERENCE_TITLE,
+        },
     }

@@ -14,7 +14,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from rag.history import FILES_ROUTE, may_read, stored_file
 from rag.playground import MAX_BODY_BYTES, parse_request, playground_events, sse_stream
-from rag.playground_assets import Asset, engines_manifest, model_asset, not_modified, vendor_asset
+from rag.playground_assets import (
+    Asset,
+    embedder_asset,
+    engines_manifest,
+    model_asset,
+    not_modified,
+    vendor_asset,
+)
 from webui.commands import LATEST_REPORT_ROUTE, latest_report
 from webui.context import AppContext
 
@@ -69,6 +76,13 @@ def make_router(ctx: AppContext) -> APIRouter:
     )
     async def playground_model_file(request: Request, digest: str, filename: str) -> Response:
         asset = await asyncio.to_thread(model_asset, digest, filename, ctx.cfg.data_dir)
+        return _asset_response(request, asset)
+
+    @routes.api_route(
+        "/playground/embedder/{digest}/{filename}", methods=["GET", "HEAD"], include_in_schema=False
+    )
+    async def playground_embedder_file(request: Request, digest: str, filename: str) -> Response:
+        asset = await asyncio.to_thread(embedder_asset, digest, filename, ctx.cfg.data_dir)
         return _asset_response(request, asset)
 
     @routes.get(LATEST_REPORT_ROUTE, include_in_schema=False)

@@ -121,7 +121,7 @@ def test_playground_and_its_in_browser_engine_name_no_remote_resource(app_url: s
     assert scripts, "no <script> found on /playground"
     assert [u for _, u in parser.urls if _remote(u)] == []
     # The first-party code, including the module the page imports for the in-browser engine.
-    for url in [*scripts, "/public/playground-local.js"]:
+    for url in [*scripts, "/public/playground-local.js", "/public/playground-minilm.js"]:
         text = _get(urljoin(f"{app_url}/", url))
         for host in REMOTE_HOSTS:
             assert host not in text, f"{url} references {host}"
@@ -130,8 +130,18 @@ def test_playground_and_its_in_browser_engine_name_no_remote_resource(app_url: s
     assert "setCompat(null)" in local
     manifest = json.loads(_get(f"{app_url}/playground/engines"))
     urls = [manifest["wllama"]["module"], manifest["wllama"]["wasm"]]
+    embedder = manifest["embedder"]  # the MiniLM passage scorer on onnxruntime-web
+    urls += [embedder[k] for k in ("module", "wasm_prefix", "model", "vocab") if embedder[k]]
     for url in urls + [m["url"] for m in manifest["models"]]:
         assert not _remote(url) and not url.startswith("//"), url
+    # onnxruntime-web fetches its glue and .wasm from wasmPaths, which the page sets to the app.
+    assert "wasmPaths = url(this.spec.wasm_prefix)" in _get(
+        f"{app_url}/public/playground-minilm.js"
+    )
+    for name in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs"):
+        text = _get(f"{app_url}/playground/assets/ort/{name}")
+        for host in REMOTE_HOSTS:
+            assert host not in text, f"{name} references {host}"
 
 
 def test_playground_only_talks_to_loopback_when_the_browser_engine_is_picked(

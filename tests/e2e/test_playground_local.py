@@ -1,27 +1,39 @@
 """The playground's in-browser engine: real wllama, the real SmolLM2 GGUF, in headless Chromium.
 
 The page loads wllama's JS and .wasm and the model from the app (rag/playground_assets.py),
-ranks the pasted reference text itself and streams the answer in the page. The test records
+ranks the pasted reference text itself with the built MiniLM ONNX model on onnxruntime-web
+(checked against native onnxruntime here) and streams the answer in the page. The test records
 every request of the browser context (page and workers) and proves that none carried the
 prompt or the reference text, and that nothing left loopback. Selectors: the engine toggle's
-`label[for=role-browser]`, `#browser-model`, `#max-tokens`, `#load-status`, `#source-list li`,
-`#chart circle.total[data-engine=browser]`, `#compare tbody tr`.
+`label[for=role-browser]`, `#browser-model`, `#max-tokens`, `#load-status`, `#scorer-status`,
+`#scorer-name`, `#source-list li`, `#chart circle.total[data-engine=browser]`, `#compare tbody tr`.
 """
 
 from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, quote_plus, urlsplit
 
+import numpy as np
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from rag.models.artifacts import SMOLLM2_NAME
-from rag.playground_assets import BROWSER_MODELS, NODE_MODULES, model_url
+from rag.config import load_config
+from rag.models.artifacts import SMOLLM2_NAME, embedding_model_dir
+from rag.playground_assets import (
+    BROWSER_EMBEDDING_VARIANT,
+    BROWSER_MODELS,
+    NODE_MODULES,
+    embedder_manifest,
+    model_url,
+)
+from rag.retrieval.encoder import OnnxEncoder
 from tests.conftest import REPO_ROOT, is_loopback_host
-from tests.e2e.conftest import SLM, PageRequests, screenshot
+from tests.e2e.conftest import SLM, PageRequests, run_chainlit, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
@@ -72,8 +84,42 @@ class Seen:
 
 
 def _needs_wllama() -> None:
-    if not (NODE_MODULES / "@wllama/wllama/package.json").is_file():
-        pytest.fail(f"wllama is not installed in {NODE_MODULES}: run `make install` (npm ci)")
+    for package in ("@wllama/wllama", "onnxruntime-web"):
+        if not (NODE_MODULES / package / "package.json").is_file():
+            pytest.fail(
+                f"{package} is not installed in {NODE_MODULES}: run `make install` (npm ci)"
+            )
+
+
+def _built_minilm() -> Path:
+    """The MiniLM folder `rag models build` made for rag.yaml's data_dir."""
+    cfg = load_config(REPO_ROOT / "rag.yaml", environ={})
+    data_dir = cfg.data_dir if cfg.data_dir.is_absolute() else REPO_ROOT / cfg.data_dir
+    folder = embedding_model_dir(data_dir)
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"the MiniLM model is not built in {folder}: run `rag models build`")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_app_url(tmp_path_factory: pytest.TempPathFactory, fake_models_url: str) -> Iterator[str]:
+    """The app, with the built MiniLM model in its data folder (linked, not copied)."""
+    workdir = tmp_path_factory.mktemp("chainlit-local")
+    target = embedding_model_dir(workdir / "data")
+    target.parent.mkdir(parents=True)
+    target.symlink_to(_built_minilm(), target_is_directory=True)
+    with run_chainlit(workdir, fake_models_url) as url:
+        yield url
+
+
+# Runs in the page: the page's own MiniLM module, loaded from the app like the page loads it.
+EMBED_IN_PAGE = """async (texts) => {
+    const spec = (await (await fetch('/playground/engines')).json()).embedder;
+    const {MiniLM} = await import('/public/playground-minilm.js');
+    const m = new MiniLM(spec);
+    await m.load();
+    return (await m.embed(texts)).map((v) => Array.from(v));
+}"""
 
 
 def _pick_browser_engine(page: Page) -> None:
@@ -85,9 +131,11 @@ def _pick_browser_engine(page: Page) -> None:
 
 
 def test_browser_engine_answers_in_the_page_and_sends_nothing(
-    page: Page, app_url: str, page_requests: PageRequests
+    page: Page, local_app_url: str, page_requests: PageRequests
 ) -> None:
     _needs_wllama()
+    app_url = local_app_url
+    native = OnnxEncoder(_built_minilm(), BROWSER_EMBEDDING_VARIANT, threads=1)
     seen = Seen()
     page.context.on("request", seen.record)
     page.goto(f"{app_url}/playground")
@@ -115,10 +163,27 @@ def test_browser_engine_answers_in_the_page_and_sends_nothing(
     expect(page.locator("#status")).to_contain_text("in this browser")
     expect(page.locator("#status")).not_to_have_class("error")
 
-    # The reference text was split and ranked here: the relevant passage comes first, scored.
+    # The reference text was split and ranked here by MiniLM: the relevant passage first, and
+    # every cosine equal to native onnxruntime's for the same model.
+    expect(page.locator("#scorer-status")).to_contain_text("per embedding")
+    expect(page.locator("#scorer-name")).to_contain_text("by MiniLM")
     sources = page.locator("#source-list li")
+    expect(sources).to_have_count(3)
     expect(sources.first).to_contain_text(RELEVANT)
-    assert float(sources.first.get_attribute("data-score") or 0) > 0
+    expect(sources.first).to_contain_text("MiniLM cosine")
+    passages = REFERENCE.split("\n\n")
+    vectors = native.encode([PROMPT, *passages])
+    want = {p: float(vectors[0] @ v) for p, v in zip(passages, vectors[1:], strict=True)}
+    got = {}
+    for i in range(3):
+        li = sources.nth(i)
+        assert li.get_attribute("data-scorer") == "MiniLM"
+        text = li.inner_text().split(" — passage")[0]
+        got[text] = float(li.get_attribute("data-score") or "nan")
+    assert got.keys() == want.keys()
+    for text, score in got.items():
+        assert abs(score - want[text]) < 1e-3, (text, score, want[text])
+    assert max(want, key=want.__getitem__) == RELEVANT
 
     # Side by side: one row per engine in the comparison, each run in the table.
     expect(page.locator("#compare tbody tr")).to_have_count(2)
@@ -134,12 +199,19 @@ def test_browser_engine_answers_in_the_page_and_sends_nothing(
     assert {m for _, m, _ in during} <= {"GET", "HEAD"}, during
     assert any(u.endswith(".gguf") for u, _, _ in during), [u for u, _, _ in during]
     assert any(u.endswith("wllama.wasm") for u, _, _ in during), [u for u, _, _ in during]
+    assert any(u.endswith("/model.onnx") for u, _, _ in during), [u for u, _, _ in during]
+    assert any(u.endswith("ort-wasm-simd-threaded.wasm") for u, _, _ in during), during
     assert Seen(during).leaks() == []  # (the server run before it did POST the prompt, as it must)
 
     # Offline: everything came from this app.
     assert page_requests.blocked == [], f"the page tried to reach: {page_requests.blocked}"
     remote = [u for u, _, _ in seen.requests if "//" in u and not _loopback(u)]
     assert remote == [], remote
+
+    # The page's vectors themselves (accents, punctuation, a long input) equal native ones.
+    texts = [PROMPT, "Café naïve résumé — Ångström, 5% off: e-mail foo@bar.com!", RELEVANT * 30]
+    in_page = np.array(page.evaluate(EMBED_IN_PAGE, texts), dtype=np.float32)
+    np.testing.assert_allclose(in_page, native.encode(texts), atol=1e-3)
 
     # The next visit loads the model from the browser's cache: no second download.
     page.reload()
@@ -166,8 +238,9 @@ def _fetch(url: str, headers: dict[str, str] | None = None, method: str = "GET")
         return exc
 
 
-def test_model_and_wllama_files_are_served_with_cache_headers(app_url: str) -> None:
+def test_model_and_wllama_files_are_served_with_cache_headers(local_app_url: str) -> None:
     _needs_wllama()
+    app_url = local_app_url
     url = f"{app_url}/{model_url(BROWSER_MODELS[SMOLLM2_NAME])}"
     with _fetch(url, {"Range": "bytes=0-3"}) as resp:
         assert resp.status == 206
@@ -188,9 +261,28 @@ def test_model_and_wllama_files_are_served_with_cache_headers(app_url: str) -> N
         validators = {"If-None-Match": resp.headers["ETag"]}
     with _fetch(wasm, validators) as resp:
         assert resp.status == 304
+    # MiniLM for the passage scorer: content-addressed, immutable; onnxruntime-web revalidated.
+    spec = embedder_manifest(_built_minilm().parent.parent)
+    with _fetch(f"{app_url}/{spec['model']}", {"Range": "bytes=0-1"}) as resp:
+        assert resp.status == 206 and len(resp.read()) == 2
+        assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        model_etag = resp.headers["ETag"]
+    with _fetch(f"{app_url}/{spec['model']}", {"If-None-Match": model_etag}) as resp:
+        assert resp.status == 304
+    with _fetch(f"{app_url}/{spec['vocab']}") as resp:
+        assert resp.status == 200 and b"[CLS]" in resp.read()
+    with _fetch(f"{app_url}/playground/assets/ort/ort-wasm-simd-threaded.wasm") as resp:
+        assert resp.status == 200 and resp.read(4) == b"\0asm"
+        assert resp.headers["Cache-Control"] == "public, no-cache"
     # Only whitelisted names: a wrong digest or another file of the package answer 404.
     wrong = url.replace(BROWSER_MODELS[SMOLLM2_NAME].sha256[:16], "0" * 16)
-    for bad in (wrong, f"{app_url}/playground/assets/wllama/package.json"):
+    wrong_onnx = f"{app_url}/{spec['model']}".replace(spec["model"].split("/")[-2], "0" * 16)
+    for bad in (
+        wrong,
+        f"{app_url}/playground/assets/wllama/package.json",
+        wrong_onnx,
+        f"{app_url}/{spec['model'].replace('model.onnx', 'manifest.json')}",
+    ):
         with _fetch(bad) as resp:
             assert resp.status == 404, bad
     # A path in the URL never reaches a file (Chainlit's catch-all may answer with the chat page).
