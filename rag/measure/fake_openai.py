@@ -48,9 +48,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 from urllib.parse import urlsplit
+
+from rag.procs import StartStop
 
 GENERIC_REPLY = "OK [1]"
 NOT_FOUND_REPLY = "I could not find that in the documents."
@@ -275,7 +276,7 @@ class _Plan:
     timings: bool = False
 
 
-class FakeOpenAI:
+class FakeOpenAI(StartStop):
     """An OpenAI-compatible chat server on loopback, scripted per model name.
 
     Any model name is accepted; unscripted ones answer ``GENERIC_REPLY``. Thread-safe: tests may
@@ -304,7 +305,7 @@ class FakeOpenAI:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> Self:
         """Bind and serve in a daemon thread; returns self."""
         if self._httpd is not None:
             raise RuntimeError("FakeOpenAI is already running; call stop() first")
@@ -331,17 +332,6 @@ class FakeOpenAI:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError, RagError
-from rag.procs import spawn, stop
+from rag.procs import log_tail, spawn, stop
 from rag.stats import percentile
 
 try:  # the load client's libraries are an extra, not a dependency of the app
@@ -438,13 +438,6 @@ def _free_port() -> int:
         return port
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @contextlib.contextmanager
 def _server(
     cmd: list[str], env: dict[str, str], log: Path, url: str, what: str
@@ -459,7 +452,7 @@ def _server(
                 if proc.poll() is not None:
                     raise RagError(
                         f"{what} exited with code {proc.returncode} while starting; "
-                        f"log tail:\n{_tail(log)}"
+                        f"log tail:\n{log_tail(log, 30)}"
                     )
                 try:
                     status = client.get(url).status_code
@@ -471,7 +464,7 @@ def _server(
                 if time.monotonic() > deadline:
                     raise RagError(
                         f"{what} did not answer HTTP 200 on {url} within {START_TIMEOUT_S:g} s "
-                        f"({last}); log tail:\n{_tail(log)}"
+                        f"({last}); log tail:\n{log_tail(log, 30)}"
                     )
                 time.sleep(0.25)
         yield proc
@@ -563,7 +556,7 @@ def bench_load(
             progress(f"chat app on {url}; warm-up session (builds the bm25 index) …")
             report, failed = asyncio.run(_phases(url, sessions, questions, progress))
             if failed:
-                progress(f"chainlit log tail:\n{_tail(workdir / 'chainlit.log', 15)}")
+                progress(f"chainlit log tail:\n{log_tail(workdir / 'chainlit.log', 15)}")
     return report
 
 

@@ -56,11 +56,10 @@ from rag.measure.load import (
     SessionLog,
     _pct,
     _tag,
-    _tail,
     analyse,
     running_app,
 )
-from rag.procs import process_tree
+from rag.procs import log_tail, process_tree
 
 ACTIONS = ("upload", "settings", "stats", "compare")
 MESSAGES_PER_CHAT = 3
@@ -438,8 +437,8 @@ def bench_soak(
                     _soak(url, app_pid, minutes, sessions, warmup_s, sample_s, progress)
                 )
             except RagError:
-                progress(f"chainlit log tail:\n{_tail(workdir / 'chainlit.log', 15)}")
+                progress(f"chainlit log tail:\n{log_tail(workdir / 'chainlit.log', 15)}")
                 raise
             if report["errors"] or report["cross_talk"]:
-                progress(f"chainlit log tail:\n{_tail(workdir / 'chainlit.log', 15)}")
+                progress(f"chainlit log tail:\n{log_tail(workdir / 'chainlit.log', 15)}")
     return report
