@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self, TypeAlias
+from typing import Any, Self, TypeAlias, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 from rag.procs import StartStop
@@ -253,6 +253,19 @@ LogprobFn: TypeAlias = Callable[[str], float]
 DEFAULT_LOGPROB = -0.25
 
 
+class ModelSettings(TypedDict, total=False):
+    """How a model's streams behave; in ``script``/``configure`` a key left out or None keeps it."""
+
+    token_delay_s: float | None
+    first_token_delay_s: float | None
+    usage: bool | None
+    logprob: float | LogprobFn | None
+    timings: bool | None
+
+
+SETTINGS: tuple[str, ...] = tuple(ModelSettings.__annotations__)
+
+
 @dataclass
 class _ModelState:
     queue: deque[Reply] = field(default_factory=deque)
@@ -357,11 +370,7 @@ class FakeOpenAI(StartStop):
         replies: Iterable[Reply] = (),
         *,
         default: Reply | None = None,
-        token_delay_s: float | None = None,
-        first_token_delay_s: float | None = None,
-        usage: bool | None = None,
-        logprob: float | LogprobFn | None = None,
-        timings: bool | None = None,
+        **settings: Unpack[ModelSettings],
     ) -> None:
         """Queue `replies` for `model` (one per request, in order); None keeps a setting as is.
 
@@ -374,40 +383,19 @@ class FakeOpenAI(StartStop):
             state.queue.extend(replies)
             if default is not None:
                 state.default = default
-            if token_delay_s is not None:
-                state.token_delay_s = token_delay_s
-            if first_token_delay_s is not None:
-                state.first_token_delay_s = first_token_delay_s
-            if usage is not None:
-                state.usage = usage
-            if logprob is not None:
-                state.logprob = logprob
-            if timings is not None:
-                state.timings = timings
+            for key, value in settings.items():
+                if key not in SETTINGS:
+                    raise TypeError(f"unknown setting {key!r}; choose from {', '.join(SETTINGS)}")
+                if value is not None:
+                    setattr(state, key, value)
 
     def set_default(self, model: str, reply: Reply) -> None:
         """The reply `model` gives once its queue is empty (a Fault makes it fail every time)."""
         self.script(model, default=reply)
 
-    def configure(
-        self,
-        model: str,
-        *,
-        token_delay_s: float | None = None,
-        first_token_delay_s: float | None = None,
-        usage: bool | None = None,
-        logprob: float | LogprobFn | None = None,
-        timings: bool | None = None,
-    ) -> None:
+    def configure(self, model: str, **settings: Unpack[ModelSettings]) -> None:
         """Set timing, usage, logprob or timings reporting for `model` without queueing replies."""
-        self.script(
-            model,
-            token_delay_s=token_delay_s,
-            first_token_delay_s=first_token_delay_s,
-            usage=usage,
-            logprob=logprob,
-            timings=timings,
-        )
+        self.script(model, **settings)
 
     def pending(self, model: str) -> int:
         """How many queued replies `model` has not used yet."""
@@ -429,10 +417,7 @@ class FakeOpenAI(StartStop):
 
     def load_script(self, data: Mapping[str, Any]) -> None:
         """Apply a script object: {"models": {name: {"default", "replies", ...}}}."""
-        allowed = {
-            "default", "replies", "token_delay_s", "first_token_delay_s", "usage", "logprob",
-            "timings",
-        }  # fmt: skip
+        allowed = {"default", "replies", *SETTINGS}
         unknown_top = set(data) - {"models"}
         if unknown_top:
             raise ValueError(f"unknown script keys {sorted(unknown_top)}; the only key is 'models'")
@@ -448,11 +433,7 @@ class FakeOpenAI(StartStop):
                 name,
                 [_parse_script_reply(r) for r in spec.get("replies", [])],
                 default=None if default is None else _parse_script_reply(default),
-                token_delay_s=spec.get("token_delay_s"),
-                first_token_delay_s=spec.get("first_token_delay_s"),
-                usage=spec.get("usage"),
-                logprob=spec.get("logprob"),
-                timings=spec.get("timings"),
+                **{key: spec[key] for key in SETTINGS if key in spec},
             )
 
     @classmethod
