@@ -109,7 +109,7 @@ def _wait_http_200(url: str, proc: subprocess.Popen[bytes], log: Path, what: str
 
 @contextlib.contextmanager
 def run_fake_openai(workdir: Path, script: Mapping[str, object]) -> Iterator[str]:
-    """Run rag/measure/fake_openai.py as a subprocess with `script`; yields its /v1 base URL."""
+    """Run `python -m rag.measure.fake_openai` with `script`; yields its /v1 base URL."""
     script_path = workdir / "fake_openai_script.json"
     script_path.write_text(json.dumps(script), encoding="utf-8")
     log = workdir / "fake_openai.log"
