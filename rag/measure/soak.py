@@ -36,29 +36,17 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx  # the load extra (rag.cli imports rag.measure.load first, which names it when missing)
 
 from rag.errors import ConfigError, RagError
-from rag.measure.load import (
-    ANSWER_TIMEOUT_S,
-    QUESTIONS,
-    REPO_ROOT,
-    Asked,
-    ChatSession,
-    Progress,
-    SessionLog,
-    _pct,
-    _tag,
-    analyse,
-    running_app,
-)
+from rag.measure.load.client import ANSWER_TIMEOUT_S, QUESTIONS, ChatSession, Progress
+from rag.measure.load.servers import REPO_ROOT, running_app
+from rag.measure.load.verdict import SessionLog, _pct, _tag, analyse
 from rag.procs import log_tail, process_tree
 
 ACTIONS = ("upload", "settings", "stats", "compare")
@@ -153,30 +141,7 @@ class SoakSession(ChatSession):
                 self.log.failure = f"{self.log.name}: upload of {name} got HTTP {resp.status_code}"
                 return False
             refs.append({"id": str(resp.json()["id"])})
-        message_id = str(uuid.uuid4())
-        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        message = {
-            "threadId": "",
-            "id": message_id,
-            "name": "User",
-            "type": "user_message",
-            "output": text,
-            "createdAt": created,
-            "metadata": {"location": self.url + "/"},
-        }
-        target = self._tasks_done + 1
-        asked = Asked(self.log.name, n, text, message_id, time.perf_counter())
-        self.log.asked.append(asked)
-        try:
-            await self._sio.emit("client_message", {"message": message, "fileReferences": refs})
-        except Exception as exc:
-            asked.note = f"could not send: {exc!r}"
-            return False
-        if await self._wait_tasks(target, ANSWER_TIMEOUT_S):
-            asked.done = self._last_done
-            return True
-        asked.note = "disconnected" if self._gone else f"no answer in {ANSWER_TIMEOUT_S:g} s"
-        return False
+        return await self.post(n, text, refs) == "answered"
 
     async def change_settings(self, retriever: str, top_k: int, mode: str) -> str:
         """Emit chat_settings_change; '' once "Settings applied" arrives, else what went wrong."""
