@@ -52,13 +52,13 @@ from rag.procs import log_tail, process_tree
 ACTIONS = ("upload", "settings", "stats", "compare")
 MESSAGES_PER_CHAT = 3
 SETTINGS_TIMEOUT_S = 30.0
-UPLOAD_POOL = (  # small, distinct documents; (file name, title, a fact)
-    ("heron.md", "Heron release checklist", "Releases named Heron need two approvals."),
-    ("osprey.md", "Osprey on-call rota", "The Osprey rota changes every Tuesday at noon."),
-    ("kestrel.md", "Kestrel backup policy", "Kestrel backups are kept for 35 days."),
-    ("plover.md", "Plover expense rules", "Plover taxi receipts are refunded within 9 days."),
-    ("egret.md", "Egret laptop policy", "Egret laptops are replaced every four years."),
-    ("wren.md", "Wren meeting rules", "Wren meetings end five minutes before the hour."),
+UPLOAD_POOL = (  # small, distinct documents: (title, a fact); the file is <first word>.md
+    ("Heron release checklist", "Releases named Heron need two approvals."),
+    ("Osprey on-call rota", "The Osprey rota changes every Tuesday at noon."),
+    ("Kestrel backup policy", "Kestrel backups are kept for 35 days."),
+    ("Plover expense rules", "Plover taxi receipts are refunded within 9 days."),
+    ("Egret laptop policy", "Egret laptops are replaced every four years."),
+    ("Wren meeting rules", "Wren meetings end five minutes before the hour."),
 )
 SETTINGS = (  # (retriever, top_k, mode): valid choices of the app's settings panel
     ("lexical", 3, "never"),
@@ -69,7 +69,8 @@ SETTINGS = (  # (retriever, top_k, mode): valid choices of the app's settings pa
 
 
 def _doc(i: int) -> tuple[str, bytes]:
-    name, title, fact = UPLOAD_POOL[i % len(UPLOAD_POOL)]
+    title, fact = UPLOAD_POOL[i % len(UPLOAD_POOL)]
+    name = f"{title.split()[0].lower()}.md"
     return name, f"# {title}\n\n{fact} This note was uploaded by the soak test.\n".encode()
 
 
