@@ -330,7 +330,7 @@ class EmbeddedServers:
     and left running on exit; otherwise one is started (``servers.started``) and stopped on exit
     (SIGTERM, then SIGKILL after ``stop_timeout_s``). With ``reuse=False`` a server found on the
     port is an error. Roles with another provider are skipped (``servers.skipped``); nothing is
-    started for them. Raises ModelError when a server cannot start or its port is taken.
+    started for them. Server logs go to ``log_dir`` (default: the data dir's ``logs``). Raises ModelError when a server cannot start or its port is taken.
     """
 
     def __init__(
@@ -342,8 +342,10 @@ class EmbeddedServers:
         progress: Callable[[str], None] = lambda _m: None,
         ready_timeout_s: float = 180.0,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        log_dir: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.log_dir = log_dir if log_dir is not None else cfg.data_dir / "logs"
         self.roles = tuple(roles)
         self.reuse = reuse
         self.progress = progress
@@ -376,7 +378,7 @@ class EmbeddedServers:
             stack.enter_context(
                 serve(
                     wanted,
-                    self.cfg.data_dir / "logs",
+                    self.log_dir,
                     self.progress,
                     ready_timeout_s=self.ready_timeout_s,
                     reuse=self.reuse,

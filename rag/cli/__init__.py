@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--limit", type=int, default=0, help="first N questions only")
+    s.add_argument("--split", default="all", choices=["dev", "test", "all"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_latency)
     return p

@@ -1,7 +1,8 @@
 """`rag bench latency`: the app's own pipeline (Assistant.ask), baseline vs shipped settings.
 
 Both configurations run in one process, one after the other, each after one warm-up question
-that is not counted:
+that is not counted (a question of the set outside the timed ones, so that no timed question
+finds its own prompt in the server's cache):
 
 - ``baseline``: whole passages (``context.compress: false``), no speculative decoding, no
   prompt cache, logits kept for every prompt token on both models and no logprobs asked for —
@@ -27,11 +28,11 @@ from typing import Any
 from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.citations import contains_gold
 from rag.config import Config
-from rag.latency import first_token_ms
-from rag.measure.eval.answers import SEED, QAItem
+from rag.latency import before_model_ms, first_token_ms
+from rag.measure.eval.answers import SEED, QAItem, Split
 from rag.prompts import format_source
 from rag.stats import p95
-from rag.types import ContextPacked, Done
+from rag.types import ContextPacked, Done, Metrics
 
 CONFIG_NAMES = ("baseline", "default")
 
@@ -92,6 +93,18 @@ class _Row:
     total_ms: float
     gold_in_context: bool | None
     escalated: bool
+    slm_ttft_ms: float | None = (
+        None  # the small model's first token (draft stage), from the question
+    )
+    prompt_tps: float | None = None  # prompt reading speed of the first model call
+
+
+def _slm_ttft(m: Metrics) -> float | None:
+    """Question to the draft's first token; None when the draft was skipped."""
+    for stage, usage in m.stages:
+        if stage == "draft":
+            return before_model_ms(m) + usage.ttft_ms
+    return None
 
 
 async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
@@ -113,13 +126,22 @@ async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
         total_ms=m.total_ms,
         gold_in_context=None if item.impossible else contains_gold(context, item.answers),
         escalated=m.escalated,
+        slm_ttft_ms=_slm_ttft(m),
+        prompt_tps=m.stages[0][1].prompt_tokens_per_s if m.stages else None,
     )
 
 
-def summarise(name: str, rows: Sequence[_Row]) -> dict[str, Any]:
-    """One output line: medians and p95s over the questions, gold_in_context over answerable."""
+def summarise(name: str, rows: Sequence[_Row], first: _Row | None = None) -> dict[str, Any]:
+    """One output line: medians and p95s over the questions, gold_in_context over answerable.
+
+    ``first`` is the warm-up question, asked first after the servers' own warm-up (as after
+    ``rag serve``): its prompt-reading speed against the timed questions' median says whether
+    the first question of a session still pays for a cold model.
+    """
     prompts = [float(r.prompt_tokens) for r in rows if r.prompt_tokens is not None]
     ttfts = [r.ttft_ms for r in rows if r.ttft_ms is not None]
+    slm_ttfts = [r.slm_ttft_ms for r in rows if r.slm_ttft_ms is not None]
+    tps = [r.prompt_tps for r in rows if r.prompt_tps is not None]
     totals = [r.total_ms for r in rows]
     golds = [r.gold_in_context for r in rows if r.gold_in_context is not None]
 
@@ -132,10 +154,14 @@ def summarise(name: str, rows: Sequence[_Row]) -> dict[str, Any]:
         "prompt_tokens_p50": p50(prompts),
         "ttft_ms_p50": p50(ttfts),
         "ttft_ms_p95": round(p95(ttfts), 1) if ttfts else None,
+        "slm_ttft_ms_p50": p50(slm_ttfts),
         "total_ms_p50": p50(totals),
         "total_ms_p95": round(p95(totals), 1) if totals else None,
         "gold_in_context": round(sum(golds) / len(golds), 4) if golds else None,
         "escalation_rate": round(sum(r.escalated for r in rows) / len(rows), 4) if rows else None,
+        "prompt_tps_p50": p50(tps),
+        "first_prompt_tps": round(first.prompt_tps, 1) if first and first.prompt_tps else None,
+        "first_total_ms": round(first.total_ms, 1) if first else None,
     }
 
 
@@ -144,12 +170,12 @@ async def bench_config(
     cfg: Config,
     items: Sequence[QAItem],
     progress: Callable[[str], None] = lambda _m: None,
+    warmup: QAItem | None = None,
 ) -> dict[str, Any]:
-    """Warm up on the first question, then time every question through Assistant.ask."""
+    """Ask ``warmup`` (not counted), then time every question through Assistant.ask."""
     assistant = build_assistant(cfg, progress)
     try:
-        if items:
-            await _one(assistant, items[0])  # warm-up: not counted
+        first = await _one(assistant, warmup) if warmup is not None else None
         rows: list[_Row] = []
         for n, item in enumerate(items, 1):
             row = await _one(assistant, item)
@@ -159,7 +185,7 @@ async def bench_config(
                     f"[{name} {n}/{len(items)}] {item.id} first token {row.ttft_ms or 0:.0f} ms, "
                     f"total {row.total_ms:.0f} ms"
                 )
-        return summarise(name, rows)
+        return summarise(name, rows, first)
     finally:
         for model in (assistant.slm, assistant.llm):
             close = getattr(model, "aclose", None)
@@ -172,19 +198,28 @@ async def bench_latency(
     items: Sequence[QAItem],
     progress: Callable[[str], None] = lambda _m: None,
     names: Sequence[str] = CONFIG_NAMES,
+    warmup: QAItem | None = None,
 ) -> list[dict[str, Any]]:
     """One summary row per configuration, in ``names`` order."""
     configs = {"baseline": baseline_config(cfg), "default": cfg}
     rows = []
     for name in names:
         with own_servers(configs[name], progress) as ready:
-            rows.append(await bench_config(name, ready, items, progress))
+            rows.append(await bench_config(name, ready, items, progress, warmup))
     return rows
 
 
-def load_items(folder: Path, limit: int) -> list[QAItem]:
-    """The QA set's questions, the first ``limit`` of them when limit > 0."""
+def load_items(
+    folder: Path, limit: int, split: Split = "all"
+) -> tuple[list[QAItem], QAItem | None]:
+    """The timed questions (the first ``limit`` when limit > 0) and the warm-up question.
+
+    The warm-up question is the one after the timed ones, or the other split's first question
+    when the whole split is timed; None for a set of one question.
+    """
     from rag.measure.eval.answers import load_qa
 
-    items = load_qa(folder)
-    return items[:limit] if limit > 0 else items
+    items = load_qa(folder, split)
+    timed = items[:limit] if limit > 0 else items
+    rest = items[len(timed) :] or [q for q in load_qa(folder) if q not in timed]
+    return timed, (rest[0] if rest else None)

@@ -177,7 +177,8 @@ def test_bench_latency_prints_one_line_per_configuration(
     qa = tmp_path / "qa"
     qa.mkdir()
     rows = [("q1", Q_MEALS, ["45 euros"], False), ("q2", "Who do I call when on call?", [], True),
-            ("q3", "How do I connect to the VPN?", ["zzz-not-in-context"], False)]  # fmt: skip
+            ("q3", "How do I connect to the VPN?", ["zzz-not-in-context"], False),
+            ("q4", Q_MEALS + " Please.", ["45 euros"], False)]  # fmt: skip
     (qa / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t, _, _ in rows)
     )
@@ -206,6 +207,8 @@ def test_bench_latency_prints_one_line_per_configuration(
             row["ttft_ms_p50"] <= row["total_ms_p95"] and row["total_ms_p50"] <= row["total_ms_p95"]
         )
         assert row["prompt_tokens_p50"] > 0
+        assert row["slm_ttft_ms_p50"] > 0  # the small model drafted
+        assert row["first_total_ms"] > 0  # the warm-up question: q4, outside the timed three
     # each pass: one warm-up question plus three; only `default` asks the small model for logprobs
     slm = fake_openai.requests_for(SLM)
     assert len(slm) >= 4 and len(slm) % 2 == 0

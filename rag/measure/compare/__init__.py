@@ -11,7 +11,7 @@ The package: ``options`` (CompareOptions), ``run`` (the measurement and its repo
 
 from __future__ import annotations
 
-from rag.measure.compare.cold import own_server, start_cold
+from rag.measure.compare.cold import start_cold
 from rag.measure.compare.options import CompareOptions
 from rag.measure.compare.provenance import settings_of
 from rag.measure.compare.run import DEFAULT_PROMPTS, ROLES, compare_models, run_comparison
@@ -21,7 +21,6 @@ __all__ = [
     "ROLES",
     "CompareOptions",
     "compare_models",
-    "own_server",
     "run_comparison",
     "settings_of",
     "start_cold",

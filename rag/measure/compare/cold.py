@@ -1,4 +1,4 @@
-"""Cold start: the one place that starts model servers, timing start -> ready -> first token."""
+"""Cold start of each embedded server alone (rag.procs.EmbeddedServers): ready, first token."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rag.config import Config
 from rag.errors import ModelError
 from rag.models import CallRecord, ChatModel, make_chat_model
-from rag.models.embedded import ServerSpec, embedded_specs, serve
+from rag.models.embedded import embedded_specs
+from rag.procs import EmbeddedServers
 
 COLD_PROMPT = "Say hello."
 
@@ -29,13 +30,6 @@ def _port_or_free(port: int) -> int:
                 continue
             return int(s.getsockname()[1])
     raise ModelError("no free TCP port on 127.0.0.1 for a model server", kind="port")
-
-
-@contextlib.contextmanager
-def own_server(spec: ServerSpec, log_dir: Path, progress: Callable[[str], None]) -> Iterator[None]:
-    """Start a llama.cpp server for ``spec`` (a free port) and stop it on exit; only this one."""
-    with serve([spec], log_dir, progress):
-        yield
 
 
 def _first_token_ms(model: ChatModel, since: float) -> float:
@@ -72,7 +66,10 @@ def start_cold(
     cold: dict[str, dict[str, Any]] = {}
     for spec in embedded_specs(cfg):
         t0 = time.monotonic()
-        stack.enter_context(own_server(spec, log_dir, progress))
+        # one role at a time, so each cold start is timed alone; stopped when ``stack`` closes
+        stack.enter_context(
+            EmbeddedServers(cfg, (spec.role,), reuse=False, progress=progress, log_dir=log_dir)
+        )
         ready_ms = (time.monotonic() - t0) * 1000.0
         first_ms = _first_token_ms(make_chat_model(cfg, spec.role), t0)
         cold[spec.role] = {
