@@ -274,7 +274,7 @@ class Assistant:
             decision: Decision | None = None
             small_only_failed = False
             if mode == "auto":
-                decision = policy.before_draft(signal_name, signal_hits, sufficiency)
+                decision = policy.before_draft(signal_name, signal_hits, sufficiency=sufficiency)
                 run.reason = decision.reason
                 if decision.abstain:
                     abstained = True
@@ -286,7 +286,11 @@ class Assistant:
                 if draft.ok:
                     # In "never" mode too: the router's view of every draft is what it is fitted on.
                     judged = policy.after_draft(
-                        used, sources, draft.record.text, sufficiency, draft.record.usage()
+                        used,
+                        sources,
+                        draft.record.text,
+                        sufficiency=sufficiency,
+                        usage=draft.record.usage(),
                     )
                     signals = dict(judged.signals)
                 if draft.ok and mode == "never":
@@ -337,7 +341,7 @@ class Assistant:
                     final, final_model = big.record.text, self.llm.name
                     if mode == "auto" and decision is not None and decision.stage == "before":
                         after = policy.after_answer(
-                            signal_name, signal_hits, big.record.text, sufficiency
+                            signal_name, signal_hits, big.record.text, sufficiency=sufficiency
                         )
                         if after.abstain:
                             abstained = True

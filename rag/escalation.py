@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, TypedDict, Unpack
 
 from rag.citations import find_markers, is_citation_only, strip_markers, support_score
 from rag.config import EscalationConfig, per_retriever
@@ -47,25 +47,45 @@ class EscalationPolicy(Protocol):
     name: str
 
     def before_draft(
-        self, retriever: str, hits: Sequence[Hit], sufficiency: Sufficiency | None = None
+        self, retriever: str, hits: Sequence[Hit], **evidence: Unpack[Evidence]
     ) -> Decision: ...
 
     def after_draft(
-        self,
-        retriever: str,
-        sources: Sequence[Source],
-        draft: str,
-        sufficiency: Sufficiency | None = None,
-        usage: Usage | None = None,
+        self, retriever: str, sources: Sequence[Source], draft: str, **evidence: Unpack[Evidence]
     ) -> Decision: ...
 
     def after_answer(
-        self,
-        retriever: str,
-        hits: Sequence[Hit],
-        answer: str,
-        sufficiency: Sufficiency | None = None,
+        self, retriever: str, hits: Sequence[Hit], answer: str, **evidence: Unpack[Evidence]
     ) -> Decision: ...
+
+
+class Evidence(TypedDict, total=False):
+    """What a policy may weigh beyond the passages and the text; a policy reads what it needs.
+
+    ``sufficiency``: the context's scored sufficiency (None: not scored). ``usage``: the draft's
+    call record, with the model's token log-probabilities when the provider returns them.
+    """
+
+    sufficiency: Sufficiency | None
+    usage: Usage | None
+
+
+class PolicyBase:
+    """What every policy shares: its config, and ``from_config`` for the registry."""
+
+    def __init__(self, cfg: EscalationConfig) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg: EscalationConfig) -> Self:
+        """A policy with the thresholds, patterns and fitted parameters of ``cfg``."""
+        return cls(cfg)
+
+    def after_answer(
+        self, retriever: str, hits: Sequence[Hit], answer: str, **evidence: Unpack[Evidence]
+    ) -> Decision:
+        """Keep the large model's answer: a policy that does not judge it shows it as it is."""
+        return Decision(False, "after", "kept the large model's answer", {"retriever": retriever})
 
 
 @dataclass(frozen=True)
@@ -111,14 +131,24 @@ class _Context:
         relation = "is below" if self.top < self.threshold else "≥"
         return f"top {self.retriever} score {top} {relation} {threshold}"
 
+    def ok_reason(self) -> str:
+        """Why context that is not weak passed, and how to set a threshold when none is set."""
+        reason = f"context ok: {self.describe()}"
+        if self.threshold is None:
+            reason += (
+                f"; no weak-context threshold is set for {self.retriever!r}, so context is never "
+                f"judged weak (set escalation.weak_context.{self.retriever} in rag.yaml)"
+            )
+        return reason
 
-class SignalPolicy:
+
+class SignalPolicy(PolicyBase):
     """Escalate or abstain on thresholded signals from retrieval and the draft."""
 
     name: str = "signals"
 
     def __init__(self, cfg: EscalationConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self._evasive: list[re.Pattern[str]] = []
         for pattern in cfg.evasive_patterns:
             try:
@@ -129,13 +159,8 @@ class SignalPolicy:
                     f"expression ({exc}); fix or remove it in rag.yaml"
                 ) from None
 
-    @classmethod
-    def from_config(cls, cfg: EscalationConfig) -> SignalPolicy:
-        """A policy with the thresholds and patterns of ``cfg``."""
-        return cls(cfg)
-
     def before_draft(
-        self, retriever: str, hits: Sequence[Hit], sufficiency: Sufficiency | None = None
+        self, retriever: str, hits: Sequence[Hit], **evidence: Unpack[Evidence]
     ) -> Decision:
         """Abstain or escalate without drafting when the context is weak; else go on."""
         scores = sorted((hit.score for hit in hits), reverse=True)
@@ -147,21 +172,10 @@ class SignalPolicy:
                 return Decision(False, "before", reason, signals, abstain=True)
             reason = f"escalated before drafting: {ctx.describe()} (weak context)"
             return Decision(True, "before", reason, signals)
-        reason = f"context ok: {ctx.describe()}"
-        if ctx.threshold is None:
-            reason += (
-                f"; no weak-context threshold is set for {retriever!r}, so context is never "
-                f"judged weak (set escalation.weak_context.{retriever} in rag.yaml)"
-            )
-        return Decision(False, "before", reason, signals)
+        return Decision(False, "before", ctx.ok_reason(), signals)
 
     def after_draft(
-        self,
-        retriever: str,
-        sources: Sequence[Source],
-        draft: str,
-        sufficiency: Sufficiency | None = None,
-        usage: Usage | None = None,
+        self, retriever: str, sources: Sequence[Source], draft: str, **evidence: Unpack[Evidence]
     ) -> Decision:
         """Escalate when any draft signal fires; the reason lists each one that did."""
         cfg = self.cfg
@@ -241,11 +255,7 @@ class SignalPolicy:
         return Decision(False, "after", reason, signals)
 
     def after_answer(
-        self,
-        retriever: str,
-        hits: Sequence[Hit],
-        answer: str,
-        sufficiency: Sufficiency | None = None,
+        self, retriever: str, hits: Sequence[Hit], answer: str, **evidence: Unpack[Evidence]
     ) -> Decision:
         """Abstain when context is weak and the large model's answer is evasive or unsupported.
 

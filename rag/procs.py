@@ -14,6 +14,8 @@
   managers stop the children whichever way the owner is asked to stop.
 * :class:`EmbeddedServers` is the embedded llama.cpp servers as one context manager: servers
   already answering are reused and left alone, the others are started and stopped on exit.
+* :class:`StartStop` makes anything with ``start()`` and ``stop()`` a context manager, and
+  :func:`log_tail` reads the end of a child's log for an error message.
 
 macOS has no parent-death signal: there the lifeline watcher alone stops the children of a
 SIGKILLed owner (within about a second). Windows has neither process groups nor the watcher:
@@ -32,8 +34,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from rag.config import Config
@@ -271,6 +273,30 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+class StartStop:
+    """``with thing:`` calls ``thing.start()`` on entry and ``thing.stop()`` on exit, always."""
+
+    def start(self) -> Self:
+        return self
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file, or "(no log)" when it cannot be read."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 class Owned:
     """Children started with :meth:`start`, all stopped (in reverse order) on exit."""
 
@@ -292,12 +318,7 @@ class Owned:
     def __enter__(self) -> Owned:
         return self
 
-    def __exit__(
-        self,
-        _t: type[BaseException] | None,
-        _e: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -372,12 +393,7 @@ class EmbeddedServers:
         self._stack = stack
         return self
 
-    def __exit__(
-        self,
-        t: type[BaseException] | None,
-        e: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: Any) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            stack.__exit__(t, e, tb)
+            stack.__exit__(*exc)

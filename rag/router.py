@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from rag.config import EscalationConfig, RouterConfig
-from rag.escalation import SignalPolicy
+from rag.escalation import Evidence, PolicyBase, SignalPolicy
 from rag.sufficiency import predict
 from rag.types import Decision, Hit, Source, Sufficiency, Usage
 
@@ -60,25 +60,21 @@ def draft_features(
     }
 
 
-class RouterPolicy:
+class RouterPolicy(PolicyBase):
     """Keep / escalate / abstain from the fitted sufficiency and draft models."""
 
     name: str = "router"
 
     def __init__(self, cfg: EscalationConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.router: RouterConfig = cfg.router
         self.signals = SignalPolicy(cfg)  # the hand-set signals are the router's inputs
 
-    @classmethod
-    def from_config(cls, cfg: EscalationConfig) -> RouterPolicy:
-        """A router with the fitted parameters of ``cfg.router``."""
-        return cls(cfg)
-
     def before_draft(
-        self, retriever: str, hits: Sequence[Hit], sufficiency: Sufficiency | None = None
+        self, retriever: str, hits: Sequence[Hit], **evidence: Unpack[Evidence]
     ) -> Decision:
         """Abstain without drafting when the context almost surely does not hold the answer."""
+        sufficiency = evidence.get("sufficiency")
         signals: dict[str, Any] = {"retriever": retriever, "hits": len(hits)}
         if sufficiency is None or sufficiency.probability is None:
             return Decision(False, "before", "context not scored", signals)
@@ -95,14 +91,10 @@ class RouterPolicy:
         return Decision(False, "before", f"context ok: {sufficiency.describe()}", signals)
 
     def after_draft(
-        self,
-        retriever: str,
-        sources: Sequence[Source],
-        draft: str,
-        sufficiency: Sufficiency | None = None,
-        usage: Usage | None = None,
+        self, retriever: str, sources: Sequence[Source], draft: str, **evidence: Unpack[Evidence]
     ) -> Decision:
         """Keep, escalate or abstain on P(draft right) and the context sufficiency."""
+        sufficiency, usage = evidence.get("sufficiency"), evidence.get("usage")
         base = self.signals.after_draft(retriever, sources, draft)
         feats = draft_features(base.signals, sufficiency, usage)
         p_right = predict(feats, self.router.draft)
@@ -140,12 +132,4 @@ class RouterPolicy:
         )
         return Decision(True, "after", reason, signals)
 
-    def after_answer(
-        self,
-        retriever: str,
-        hits: Sequence[Hit],
-        answer: str,
-        sufficiency: Sufficiency | None = None,
-    ) -> Decision:
-        """The router never second-guesses the large model; its declining is shown as it is."""
-        return Decision(False, "after", "kept the large model's answer", {"retriever": retriever})
+    # after_answer is PolicyBase's: the router never second-guesses the large model.

@@ -17,12 +17,13 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import pytest
 
 from rag.models.foundry import sdk_installed
 from rag.models.foundry_build import build_foundry, is_converted, missing_build_modules
+from rag.procs import StartStop
 from tests.fake_openai import free_port
 
 CATALOG_PATH = "/asset-gallery/v1.0/models"
@@ -72,7 +73,7 @@ class _Server(ThreadingHTTPServer):
     requests: list[tuple[str, str, bytes]]
 
 
-class EmptyCatalog:
+class EmptyCatalog(StartStop):
     """``with EmptyCatalog() as cat: cat.url`` — the catalog URL to give the SDK."""
 
     def __init__(self) -> None:
@@ -88,15 +89,10 @@ class EmptyCatalog:
     def requests(self) -> list[tuple[str, str, bytes]]:
         return list(self._server.requests)
 
-    def __enter__(self) -> EmptyCatalog:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()

@@ -12,7 +12,9 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
+from typing import Self
+
+from rag.procs import StartStop
 
 PROC = Path("/proc")
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
@@ -80,7 +82,7 @@ def pid_listening_on(port: int) -> int | None:
     return None
 
 
-class PeakSampler:
+class PeakSampler(StartStop):
     """Samples VmRSS of ``pids`` every ``interval_s`` in a daemon thread; ``peak_mb[pid]`` is the max seen."""
 
     def __init__(self, pids: Iterable[int], interval_s: float = 0.1) -> None:
@@ -105,7 +107,7 @@ class PeakSampler:
             self._sample()
             self._stop.wait(self.interval_s)
 
-    def start(self) -> PeakSampler:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -113,14 +115,3 @@ class PeakSampler:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sample()  # one last reading, so a short run still has a value
-
-    def __enter__(self) -> PeakSampler:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -36,42 +36,29 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx  # the load extra (rag.cli imports rag.measure.load first, which names it when missing)
 
 from rag.errors import ConfigError, RagError
-from rag.measure.load import (
-    ANSWER_TIMEOUT_S,
-    QUESTIONS,
-    REPO_ROOT,
-    Asked,
-    ChatSession,
-    Progress,
-    SessionLog,
-    _pct,
-    _tag,
-    _tail,
-    analyse,
-    running_app,
-)
-from rag.procs import process_tree
+from rag.measure.load.client import ANSWER_TIMEOUT_S, QUESTIONS, ChatSession, Progress
+from rag.measure.load.servers import REPO_ROOT, running_app
+from rag.measure.load.verdict import SessionLog, _pct, _tag, analyse
+from rag.procs import log_tail, process_tree
 
 ACTIONS = ("upload", "settings", "stats", "compare")
 MESSAGES_PER_CHAT = 3
 SETTINGS_TIMEOUT_S = 30.0
-UPLOAD_POOL = (  # small, distinct documents; (file name, title, a fact)
-    ("heron.md", "Heron release checklist", "Releases named Heron need two approvals."),
-    ("osprey.md", "Osprey on-call rota", "The Osprey rota changes every Tuesday at noon."),
-    ("kestrel.md", "Kestrel backup policy", "Kestrel backups are kept for 35 days."),
-    ("plover.md", "Plover expense rules", "Plover taxi receipts are refunded within 9 days."),
-    ("egret.md", "Egret laptop policy", "Egret laptops are replaced every four years."),
-    ("wren.md", "Wren meeting rules", "Wren meetings end five minutes before the hour."),
+UPLOAD_POOL = (  # small, distinct documents: (title, a fact); the file is <first word>.md
+    ("Heron release checklist", "Releases named Heron need two approvals."),
+    ("Osprey on-call rota", "The Osprey rota changes every Tuesday at noon."),
+    ("Kestrel backup policy", "Kestrel backups are kept for 35 days."),
+    ("Plover expense rules", "Plover taxi receipts are refunded within 9 days."),
+    ("Egret laptop policy", "Egret laptops are replaced every four years."),
+    ("Wren meeting rules", "Wren meetings end five minutes before the hour."),
 )
 SETTINGS = (  # (retriever, top_k, mode): valid choices of the app's settings panel
     ("lexical", 3, "never"),
@@ -82,7 +69,8 @@ SETTINGS = (  # (retriever, top_k, mode): valid choices of the app's settings pa
 
 
 def _doc(i: int) -> tuple[str, bytes]:
-    name, title, fact = UPLOAD_POOL[i % len(UPLOAD_POOL)]
+    title, fact = UPLOAD_POOL[i % len(UPLOAD_POOL)]
+    name = f"{title.split()[0].lower()}.md"
     return name, f"# {title}\n\n{fact} This note was uploaded by the soak test.\n".encode()
 
 
@@ -154,30 +142,7 @@ class SoakSession(ChatSession):
                 self.log.failure = f"{self.log.name}: upload of {name} got HTTP {resp.status_code}"
                 return False
             refs.append({"id": str(resp.json()["id"])})
-        message_id = str(uuid.uuid4())
-        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        message = {
-            "threadId": "",
-            "id": message_id,
-            "name": "User",
-            "type": "user_message",
-            "output": text,
-            "createdAt": created,
-            "metadata": {"location": self.url + "/"},
-        }
-        target = self._tasks_done + 1
-        asked = Asked(self.log.name, n, text, message_id, time.perf_counter())
-        self.log.asked.append(asked)
-        try:
-            await self._sio.emit("client_message", {"message": message, "fileReferences": refs})
-        except Exception as exc:
-            asked.note = f"could not send: {exc!r}"
-            return False
-        if await self._wait_tasks(target, ANSWER_TIMEOUT_S):
-            asked.done = self._last_done
-            return True
-        asked.note = "disconnected" if self._gone else f"no answer in {ANSWER_TIMEOUT_S:g} s"
-        return False
+        return await self.post(n, text, refs) == "answered"
 
     async def change_settings(self, retriever: str, top_k: int, mode: str) -> str:
         """Emit chat_settings_change; '' once "Settings applied" arrives, else what went wrong."""
@@ -438,8 +403,8 @@ def bench_soak(
                     _soak(url, app_pid, minutes, sessions, warmup_s, sample_s, progress)
                 )
             except RagError:
-                progress(f"chainlit log tail:\n{_tail(workdir / 'chainlit.log', 15)}")
+                progress(f"chainlit log tail:\n{log_tail(workdir / 'chainlit.log', 15)}")
                 raise
             if report["errors"] or report["cross_talk"]:
-                progress(f"chainlit log tail:\n{_tail(workdir / 'chainlit.log', 15)}")
+                progress(f"chainlit log tail:\n{log_tail(workdir / 'chainlit.log', 15)}")
     return report

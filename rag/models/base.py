@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from dataclasses import dataclass, fields
+from typing import Protocol, TypedDict, Unpack
 
 from rag.logprobs import answer_logprob_stats
 from rag.types import Usage
@@ -38,28 +38,33 @@ class CallRecord:
 
     def usage(self) -> Usage:
         lp_mean, lp_min = answer_logprob_stats(self.logprobs)
+        copied = {name: getattr(self, name) for name in _SAME_NAMED}
         return Usage(
-            model=self.model,
-            ttft_ms=self.ttft_ms,
-            total_ms=self.total_ms,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            tokens_estimated=self.estimated,
-            logprob_mean=lp_mean,
-            logprob_min=lp_min,
-            queue_ms=self.queue_ms,
-            prompt_ms=self.prompt_ms,
-            prompt_eval_tokens=self.prompt_eval_tokens,
-            cached_tokens=self.cached_tokens,
-            decode_ms=self.decode_ms,
-            sent_ms=self.sent_ms,
+            **copied, tokens_estimated=self.estimated, logprob_mean=lp_mean, logprob_min=lp_min
         )
+
+
+# Usage's fields that CallRecord holds under the same name (all but the three computed above).
+_SAME_NAMED = tuple(
+    f.name
+    for f in fields(Usage)
+    if f.name not in {"tokens_estimated", "logprob_mean", "logprob_min"}
+)
+
+
+class Sampling(TypedDict, total=False):
+    """Per-call overrides of the model's configured sampling; a key left out (or None) keeps it."""
+
+    max_tokens: int | None
+    temperature: float | None
+    seed: int | None
 
 
 class ChatModel(Protocol):
     """A streaming chat model on some server.
 
-    ``stream`` yields text deltas as they arrive and fills ``record`` (timings, tokens).
+    ``stream`` yields text deltas as they arrive and fills ``record`` (timings, tokens);
+    ``sampling`` overrides the configured max_tokens and temperature, and may set a seed.
     It raises rag.errors.ModelError with a ``kind`` of refused, http, timeout, cut,
     malformed or empty; after a cut, ``record.text`` keeps what arrived.
     """
@@ -67,11 +72,5 @@ class ChatModel(Protocol):
     name: str
 
     def stream(
-        self,
-        messages: Sequence[Message],
-        record: CallRecord,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
+        self, messages: Sequence[Message], record: CallRecord, **sampling: Unpack[Sampling]
     ) -> AsyncIterator[str]: ...

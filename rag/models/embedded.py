@@ -22,7 +22,7 @@ from typing import Literal
 from rag.config import Config
 from rag.errors import ModelError
 from rag.models.artifacts import gguf_path
-from rag.procs import STOP_TIMEOUT_S, spawn, stop_all
+from rag.procs import STOP_TIMEOUT_S, log_tail, spawn, stop_all
 
 Role = Literal["slm", "llm"]
 
@@ -98,13 +98,6 @@ def reachable(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @contextlib.contextmanager
 def serve(
     specs: list[ServerSpec],
@@ -166,7 +159,7 @@ def serve(
                 if proc.poll() is not None:
                     raise ModelError(
                         f"the llama.cpp server for {spec.alias} exited with code {proc.returncode}; "
-                        f"last log lines ({log}):\n{_log_tail(log)}",
+                        f"last log lines ({log}):\n{log_tail(log, 15)}",
                         kind="start",
                     )
                 if time.monotonic() > deadline:

@@ -21,18 +21,18 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from rag.config import PROVIDER_URLS, FoundryConfig, ModelConfig, TimeoutsConfig
 from rag.errors import ModelError
-from rag.models.base import CallRecord, Message
+from rag.models.base import CallRecord, Message, Sampling
 from rag.models.foundry_build import converted_models
-from rag.models.openai_compat import OpenAICompatModel, estimate_tokens
+from rag.models.openai_compat import OpenAICompatModel
+from rag.models.streaming import StreamTally
 
 APP_NAME = "rag-assistant"
 SDK_FIX = "install the `foundry` extra: `pip install -e '.[foundry]'` (or `make install`)"
@@ -367,20 +367,14 @@ class FoundryLocalModel:
             emit(("error", exc))
 
     async def _stream_in_process(
-        self,
-        messages: Sequence[Message],
-        record: CallRecord,
-        max_tokens: int | None,
-        temperature: float | None,
-        seed: int | None,
+        self, messages: Sequence[Message], record: CallRecord, sampling: Sampling
     ) -> AsyncIterator[str]:
         from foundry_local_sdk import FinishReason
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
-        t0 = time.perf_counter()
-        deltas = 0
+        tally = StreamTally(self.name, record, self.timeouts)
         usage: tuple[int, int, int] | None = None
 
         def emit(event: tuple[str, Any]) -> None:
@@ -390,8 +384,9 @@ class FoundryLocalModel:
             model = await asyncio.wait_for(
                 asyncio.to_thread(self._load), timeout=self.timeouts.first_token_s
             )
+            temperature, seed = sampling.get("temperature"), sampling.get("seed")
             options: dict[str, Any] = {
-                "max_output_tokens": max_tokens or self.cfg.max_tokens,
+                "max_output_tokens": sampling.get("max_tokens") or self.cfg.max_tokens,
                 "temperature": self.cfg.temperature if temperature is None else temperature,
             }
             if seed is not None:
@@ -404,15 +399,9 @@ class FoundryLocalModel:
             )
             worker.start()
             while True:
-                limit = t0 + (self.timeouts.total_s if record.text else self.timeouts.first_token_s)
-                kind, value = await asyncio.wait_for(
-                    queue.get(), timeout=max(limit - time.perf_counter(), 0.001)
-                )
+                kind, value = await asyncio.wait_for(queue.get(), timeout=tally.wait_s())
                 if kind == "text":
-                    if not record.text:
-                        record.ttft_ms = (time.perf_counter() - t0) * 1000
-                    record.text += value
-                    deltas += 1
+                    tally.add(value)
                     yield value
                 elif kind == "done":
                     usage = value
@@ -425,49 +414,26 @@ class FoundryLocalModel:
                         partial=record.text,
                     )
         except TimeoutError:
-            which = "first token" if not record.text else "whole answer"
-            limit_s = self.timeouts.first_token_s if not record.text else self.timeouts.total_s
-            raise ModelError(
-                f"{self.name} timed out waiting for the {which} (limit {limit_s:g} s)",
-                kind="timeout",
-                partial=record.text,
-            ) from None
+            raise tally.timed_out() from None
         finally:
             cancel.set()  # a caller that stopped reading early stops the generation too
-            record.total_ms = (time.perf_counter() - t0) * 1000
+            record.total_ms = tally.elapsed_ms()
+            reported: tuple[int, int] | None = None
             if usage is not None:
-                finish, record.prompt_tokens, record.completion_tokens = usage
+                finish, prompt_tokens, completion_tokens = usage
+                reported = (prompt_tokens, completion_tokens)
                 record.finished = finish in (FinishReason.STOP, FinishReason.LENGTH)
-            else:
-                record.estimated = True
-                record.prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
-                record.completion_tokens = deltas
-        if not record.text.strip():
-            record.text = ""
-            raise ModelError(f"{self.name} returned an empty answer", kind="empty")
-        if not record.finished:
-            raise ModelError(
-                f"{self.name}: the answer stream ended before the model finished",
-                kind="cut",
-                partial=record.text,
-            )
+            tally.count_tokens(messages, reported)
+        tally.check_complete()
 
     # ---- the ChatModel ----
 
     async def stream(
-        self,
-        messages: Sequence[Message],
-        record: CallRecord,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
+        self, messages: Sequence[Message], record: CallRecord, **sampling: Unpack[Sampling]
     ) -> AsyncIterator[str]:
         """Yield content deltas; see ChatModel.stream for the error contract."""
         if self.runtime_kind == "in-process":
-            async for piece in self._stream_in_process(
-                messages, record, max_tokens, temperature, seed
-            ):
+            async for piece in self._stream_in_process(messages, record, sampling):
                 yield piece
             return
         try:
@@ -478,7 +444,5 @@ class FoundryLocalModel:
             raise ModelError(
                 f"Foundry Local's service could not start: {_sdk_error(exc)}", kind="refused"
             ) from None
-        async for piece in http.stream(
-            messages, record, max_tokens=max_tokens, temperature=temperature, seed=seed
-        ):
+        async for piece in http.stream(messages, record, **sampling):
             yield piece

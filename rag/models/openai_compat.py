@@ -7,20 +7,16 @@ import contextlib
 import json
 import math
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import openai
 
 from rag.config import ModelConfig, TimeoutsConfig
 from rag.errors import ModelError
-from rag.models.base import CallRecord, Message
-
-
-def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate (UTF-8 bytes / 3) for budgeting without a tokenizer."""
-    return math.ceil(len(text.encode("utf-8")) / 3)
+from rag.models.base import CallRecord, Message, Sampling
+from rag.models.streaming import StreamTally
+from rag.models.streaming import estimate_tokens as estimate_tokens  # its import path before
 
 
 def _num(value: Any) -> float | None:
@@ -106,21 +102,16 @@ class OpenAICompatModel:
                 attempt += 1
 
     async def stream(
-        self,
-        messages: Sequence[Message],
-        record: CallRecord,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
+        self, messages: Sequence[Message], record: CallRecord, **sampling: Unpack[Sampling]
     ) -> AsyncIterator[str]:
         """Yield content deltas; see ChatModel.stream for the error contract."""
+        temperature, seed = sampling.get("temperature"), sampling.get("seed")
         body: dict[str, Any] = {
             "model": self.model_id,
             "messages": list(messages),
             "stream": True,
             "stream_options": {"include_usage": True},
-            "max_tokens": max_tokens or self.cfg.max_tokens,
+            "max_tokens": sampling.get("max_tokens") or self.cfg.max_tokens,
             "temperature": self.cfg.temperature if temperature is None else temperature,
         }
         if seed is not None:
@@ -130,22 +121,18 @@ class OpenAICompatModel:
             body["logprobs"] = True
             body["top_logprobs"] = 0
             record.logprobs = []
-        t0 = time.perf_counter()
-        deadline = t0 + self.timeouts.total_s
-        first_deadline = t0 + self.timeouts.first_token_s
+        tally = StreamTally(self.name, record, self.timeouts)
         usage: Any = None
-        deltas = 0
         stream: Any = None
         try:
             stream = await asyncio.wait_for(
                 self._open_with_retries(body), timeout=self.timeouts.first_token_s
             )
-            record.sent_ms = (time.perf_counter() - t0) * 1000
+            record.sent_ms = tally.elapsed_ms()
             iterator = stream.__aiter__()
             while True:
-                limit = (first_deadline if not record.text else deadline) - time.perf_counter()
                 try:
-                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=max(limit, 0.001))
+                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=tally.wait_s())
                 except StopAsyncIteration:
                     break
                 if getattr(chunk, "usage", None):
@@ -160,19 +147,10 @@ class OpenAICompatModel:
                     if choice.finish_reason:
                         record.finished = True
                     if piece:
-                        if not record.text:
-                            record.ttft_ms = (time.perf_counter() - t0) * 1000
-                        record.text += piece
-                        deltas += 1
+                        tally.add(piece)
                         yield piece
         except TimeoutError:
-            which = "first token" if not record.text else "whole answer"
-            limit_s = self.timeouts.first_token_s if not record.text else self.timeouts.total_s
-            raise ModelError(
-                f"{self.name} timed out waiting for the {which} (limit {limit_s:g} s)",
-                kind="timeout",
-                partial=record.text,
-            ) from None
+            raise tally.timed_out() from None
         except ModelError:
             raise
         except json.JSONDecodeError:
@@ -190,7 +168,7 @@ class OpenAICompatModel:
                 partial=record.text,
             ) from None
         finally:
-            record.total_ms = (time.perf_counter() - t0) * 1000
+            record.total_ms = tally.elapsed_ms()
             if stream is not None:
                 # Release the connection even when the caller stops reading early (a user
                 # pressed stop): the server sees the hang-up and stops generating.
@@ -198,21 +176,8 @@ class OpenAICompatModel:
                     await stream.close()
             if record.logprobs == []:
                 record.logprobs = None  # asked for, none came: unknown, not confident
+            reported = None
             if usage is not None:
-                record.prompt_tokens = int(usage.prompt_tokens or 0)
-                record.completion_tokens = int(usage.completion_tokens or 0)
-            else:
-                record.estimated = True
-                record.prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
-                record.completion_tokens = deltas
-        if not record.text.strip():
-            # Blank lines alone are no answer (small models sometimes stop after "\n\n");
-            # clear them so callers do not keep whitespace as a partial answer.
-            record.text = ""
-            raise ModelError(f"{self.name} returned an empty answer", kind="empty")
-        if not record.finished:
-            raise ModelError(
-                f"{self.name}: the answer stream ended before the model finished",
-                kind="cut",
-                partial=record.text,
-            )
+                reported = (int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
+            tally.count_tokens(messages, reported)
+        tally.check_complete()

@@ -35,6 +35,7 @@ from playwright.sync_api import (
 )
 
 from rag.measure.fake_openai import closed_port_url, free_port
+from rag.procs import log_tail
 from tests.conftest import REPO_ROOT, SCREENSHOT_DIR, is_loopback_host
 
 CHROMIUM = Path(os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -69,15 +70,8 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed and report.when == "call" and item.get_closest_marker("browser"):
         for log in SERVER_LOGS:
-            report.sections.append((f"server log {log.parent.name}/{log.name}", _tail(log, 25)))
+            report.sections.append((f"server log {log.parent.name}/{log.name}", log_tail(log, 25)))
     return report
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -95,7 +89,9 @@ def _wait_http_200(url: str, proc: subprocess.Popen[bytes], log: Path, what: str
     last = "no answer yet"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"{what} exited with code {proc.returncode}; log tail:\n{_tail(log)}")
+            pytest.fail(
+                f"{what} exited with code {proc.returncode}; log tail:\n{log_tail(log, 40)}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -107,13 +103,13 @@ def _wait_http_200(url: str, proc: subprocess.Popen[bytes], log: Path, what: str
     _stop(proc)
     pytest.fail(
         f"{what} did not answer HTTP 200 on {url} within {START_TIMEOUT_S:g} s ({last}); "
-        f"log tail:\n{_tail(log)}"
+        f"log tail:\n{log_tail(log, 40)}"
     )
 
 
 @contextlib.contextmanager
 def run_fake_openai(workdir: Path, script: Mapping[str, object]) -> Iterator[str]:
-    """Run rag/measure/fake_openai.py as a subprocess with `script`; yields its /v1 base URL."""
+    """Run `python -m rag.measure.fake_openai` with `script`; yields its /v1 base URL."""
     script_path = workdir / "fake_openai_script.json"
     script_path.write_text(json.dumps(script), encoding="utf-8")
     log = workdir / "fake_openai.log"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import rag.measure.load
+import rag.measure.load.client
 from rag.measure.load import (
     Asked,
     ChatSession,
@@ -53,7 +53,9 @@ def test_three_sessions_get_their_own_answers() -> None:
 @pytest.mark.e2e
 def test_real_cross_talk_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second socket reusing s00's sessionId mid-answer takes the rest of s00's answer."""
-    monkeypatch.setattr(rag.measure.load, "ANSWER_TIMEOUT_S", 5.0)  # s00's task_end goes astray
+    monkeypatch.setattr(
+        rag.measure.load.client, "ANSWER_TIMEOUT_S", 5.0
+    )  # s00's task_end goes astray
 
     async def hijack(url: str) -> list[SessionLog]:
         victim = ChatSession(url, "s00")

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from rag import types as rt  # the event types, as rt.Done, rt.Escalated, ...
 from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.config import Config, load_config
 from rag.errors import ConfigError
@@ -23,18 +24,6 @@ from rag.measure.fake_openai import FakeOpenAI, Fault, RecordedRequest, closed_p
 from rag.models import estimate_tokens, make_chat_model
 from rag.models.openai_compat import OpenAICompatModel
 from rag.prompts import DRAFT_HINT, REFINE
-from rag.types import (
-    ContextPacked,
-    Done,
-    Escalated,
-    Event,
-    Failed,
-    Notice,
-    Retrieved,
-    StageFinished,
-    StageStarted,
-    Token,
-)
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "mini_corpus"
 SLM, LLM = "tiny-slm", "big-llm"
@@ -52,7 +41,7 @@ GOOD_DRAFT = (
 SHORT_DRAFT = "Up to 45 euros [1]."
 LLM_ANSWER = "Meal expenses are reimbursed up to 45 euros per day of business travel [1]."
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=rt.Event)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -96,10 +85,10 @@ def make_assistant(cfg: Config) -> Assistant:
     )
 
 
-def ask(assistant: Assistant, question: str, **options: Any) -> list[Event]:
+def ask(assistant: Assistant, question: str, **options: Any) -> list[rt.Event]:
     """All events of one question, in order; the model clients are closed afterwards."""
 
-    async def go() -> list[Event]:
+    async def go() -> list[rt.Event]:
         try:
             return [ev async for ev in assistant.ask(question, AskOptions(**options))]
         finally:
@@ -110,23 +99,23 @@ def ask(assistant: Assistant, question: str, **options: Any) -> list[Event]:
     return asyncio.run(go())
 
 
-def of_type(events: Sequence[Event], kind: type[E]) -> list[E]:
+def of_type(events: Sequence[rt.Event], kind: type[E]) -> list[E]:
     return [ev for ev in events if isinstance(ev, kind)]
 
 
-def done_of(events: Sequence[Event]) -> Done:
-    assert isinstance(events[-1], Done), f"last event is {events[-1]!r}"
-    dones = of_type(events, Done)
+def done_of(events: Sequence[rt.Event]) -> rt.Done:
+    assert isinstance(events[-1], rt.Done), f"last event is {events[-1]!r}"
+    dones = of_type(events, rt.Done)
     assert len(dones) == 1
     return dones[0]
 
 
-def stages(events: Sequence[Event]) -> list[tuple[str, str]]:
-    return [(ev.stage, ev.model) for ev in of_type(events, StageStarted)]
+def stages(events: Sequence[rt.Event]) -> list[tuple[str, str]]:
+    return [(ev.stage, ev.model) for ev in of_type(events, rt.StageStarted)]
 
 
-def notices(events: Sequence[Event]) -> str:
-    return "\n".join(ev.text for ev in of_type(events, Notice))
+def notices(events: Sequence[rt.Event]) -> str:
+    return "\n".join(ev.text for ev in of_type(events, rt.Notice))
 
 
 def source_blocks(request: RecordedRequest) -> list[str]:
@@ -160,8 +149,8 @@ def test_mode_never_asks_only_the_small_model(fake: FakeOpenAI, tmp_path: Path) 
     assert stages(events) == [("draft", SLM)]
     assert fake.requests_for(LLM) == []
     assert len(fake.requests_for(SLM)) == 1
-    assert not of_type(events, Escalated)
-    assert "".join(t.text for t in of_type(events, Token)) == SHORT_DRAFT
+    assert not of_type(events, rt.Escalated)
+    assert "".join(t.text for t in of_type(events, rt.Token)) == SHORT_DRAFT
     assert [c.n for c in done.citations] == [1]
     assert done.citations[0].source is not None
     assert done.citations[0].source.chunk.id == "expenses.md#Meals#0"
@@ -188,7 +177,7 @@ def test_auto_keeps_a_long_cited_supported_draft(fake: FakeOpenAI, tmp_path: Pat
     done = done_of(events)
     assert done.model == SLM
     assert done.answer == GOOD_DRAFT
-    assert not of_type(events, Escalated)
+    assert not of_type(events, rt.Escalated)
     assert fake.requests_for(LLM) == []
     assert done.metrics.escalated is False
     assert done.metrics.reason.startswith("kept the draft")
@@ -209,7 +198,7 @@ def test_auto_escalates_a_short_draft_to_a_second_server(fake: FakeOpenAI, tmp_p
 
         llm_requests = large.requests_for(LLM)
     done = done_of(events)
-    escalations = of_type(events, Escalated)
+    escalations = of_type(events, rt.Escalated)
     assert len(escalations) == 1
     assert "short draft" in escalations[0].decision.reason
     assert escalations[0].decision.escalate
@@ -259,7 +248,7 @@ def test_auto_escalates_a_weak_draft(
 
     events = ask(make_assistant(cfg), Q_MEALS)
 
-    (escalated,) = of_type(events, Escalated)
+    (escalated,) = of_type(events, rt.Escalated)
     assert signal in escalated.decision.reason
     assert done_of(events).model == LLM
     assert len(fake.requests_for(LLM)) == 1
@@ -271,7 +260,7 @@ def test_citation_of_a_source_that_was_not_retrieved(fake: FakeOpenAI, tmp_path:
 
     events = ask(make_assistant(cfg), Q_ACME)
 
-    (retrieved,) = of_type(events, Retrieved)
+    (retrieved,) = of_type(events, rt.Retrieved)
     assert len(retrieved.hits) == 5
     done = done_of(events)
     assert len(done.sources) == 5
@@ -312,7 +301,7 @@ def test_weak_context_abstains_without_asking_any_model(fake: FakeOpenAI, tmp_pa
     assert "weak context" in done.metrics.reason
     assert done.citations == ()
     assert fake.requests == []
-    assert not of_type(events, StageStarted)
+    assert not of_type(events, rt.StageStarted)
 
 
 def test_weak_context_escalates_straight_to_the_large_model(
@@ -323,7 +312,7 @@ def test_weak_context_escalates_straight_to_the_large_model(
 
     events = ask(make_assistant(cfg), Q_WEAK)
 
-    (escalated,) = of_type(events, Escalated)
+    (escalated,) = of_type(events, rt.Escalated)
     assert escalated.decision.stage == "before"
     assert "weak context" in escalated.decision.reason
     assert stages(events) == [("answer", LLM)]
@@ -361,9 +350,9 @@ def test_small_model_down_the_large_model_answers(fake: FakeOpenAI, tmp_path: Pa
     assert done.answer == LLM_ANSWER
     assert "small model is unavailable" in notices(events)
     assert "cannot reach model server" in notices(events)
-    (escalated,) = of_type(events, Escalated)
+    (escalated,) = of_type(events, rt.Escalated)
     assert "small model failed" in escalated.decision.reason
-    assert not of_type(events, Failed)
+    assert not of_type(events, rt.Failed)
 
 
 @pytest.mark.parametrize(
@@ -476,7 +465,7 @@ def test_both_models_down_gives_a_retrieval_only_answer(tmp_path: Path) -> None:
     assert "[1]" in done.answer
     assert [c.n for c in done.citations][:1] == [1]
     assert "No model could answer" in notices(events)
-    assert not of_type(events, Failed)
+    assert not of_type(events, rt.Failed)
 
 
 def test_large_model_cut_mid_stream_keeps_the_partial_answer(
@@ -492,7 +481,7 @@ def test_large_model_cut_mid_stream_keeps_the_partial_answer(
     assert done.answer == partial
     assert done.model == LLM
     assert done.metrics.incomplete is True
-    (finished,) = of_type(events, StageFinished)
+    (finished,) = of_type(events, rt.StageFinished)
     assert finished.incomplete is True
     assert finished.text == partial
     assert "incomplete" in notices(events)
@@ -504,7 +493,7 @@ def test_compare_mode_asks_both_models(fake: FakeOpenAI, tmp_path: Path) -> None
 
     events = ask(make_assistant(cfg), Q_MEALS)
 
-    finished = of_type(events, StageFinished)
+    finished = of_type(events, rt.StageFinished)
     assert [(f.stage, f.usage.model, f.text) for f in finished] == [
         ("compare", SLM, GOOD_DRAFT),
         ("compare", LLM, LLM_ANSWER),
@@ -526,7 +515,7 @@ def test_compare_mode_with_the_large_model_down_shows_the_small_answer(
     assert done.model == SLM
     assert done.answer == GOOD_DRAFT
     assert "The large model failed" in notices(events)
-    finished = of_type(events, StageFinished)
+    finished = of_type(events, rt.StageFinished)
     assert [f.usage.model for f in finished if f.text] == [SLM]
     assert [f.usage.model for f in finished if not f.text and f.incomplete] == [LLM]
 
@@ -539,7 +528,7 @@ def test_unavailable_retriever_falls_back_to_bm25(fake: FakeOpenAI, tmp_path: Pa
 
     assert "The embedding retriever is unavailable" in notices(events)
     assert "Used bm25 instead." in notices(events)
-    (retrieved,) = of_type(events, Retrieved)
+    (retrieved,) = of_type(events, rt.Retrieved)
     assert retrieved.retriever == "bm25"
     assert retrieved.hits[0].chunk.id == "expenses.md#Meals#0"
     done = done_of(events)
@@ -569,7 +558,7 @@ def test_bad_input_fails_without_asking_a_model(
 
     assert len(events) == 1
     (failed,) = events
-    assert isinstance(failed, Failed)
+    assert isinstance(failed, rt.Failed)
     assert failed.kind == "bad_input"
     assert message in failed.message
     assert fake.requests == []
@@ -580,7 +569,7 @@ def test_too_long_message_names_the_limit(fake: FakeOpenAI, tmp_path: Path) -> N
 
     (failed,) = ask(make_assistant(cfg), "y" * 101)
 
-    assert isinstance(failed, Failed)
+    assert isinstance(failed, rt.Failed)
     assert "101 characters" in failed.message
     assert "limit is 100" in failed.message
     assert "chat.max_message_chars" in failed.message
@@ -615,8 +604,8 @@ def test_context_is_cut_to_fit_a_small_window(fake: FakeOpenAI, tmp_path: Path) 
 
     events = ask(make_assistant(cfg), Q_ACME)
 
-    (retrieved,) = of_type(events, Retrieved)
-    (packed,) = of_type(events, ContextPacked)
+    (retrieved,) = of_type(events, rt.Retrieved)
+    (packed,) = of_type(events, rt.ContextPacked)
     assert len(retrieved.hits) == 6
     assert 0 < len(packed.sources) < 6
     assert len(packed.sources) + packed.dropped == len(retrieved.hits)
@@ -769,7 +758,7 @@ def test_router_abstains_off_topic_questions_before_any_model(
     assert done.abstained and done.model == "policy"
     assert "abstained before drafting: context sufficiency 0.0" in done.answer
     assert fake.requests == []
-    retrieved = of_type(events, Retrieved)[0]
+    retrieved = of_type(events, rt.Retrieved)[0]
     assert retrieved.sufficiency is not None and retrieved.sufficiency.probability is not None
     assert retrieved.sufficiency.probability < 0.05
 

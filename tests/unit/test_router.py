@@ -41,7 +41,7 @@ def test_router_is_the_default_policy() -> None:
 
 def test_keeps_a_supported_draft_and_says_why() -> None:
     d = policy().after_draft(
-        "hybrid", sources(), "Hotels are capped at 160 EUR per night [1].", suff(0.9)
+        "hybrid", sources(), "Hotels are capped at 160 EUR per night [1].", sufficiency=suff(0.9)
     )
     assert not d.escalate and not d.abstain
     assert d.reason.startswith("kept the draft: the router puts the chance it is right at 0.")
@@ -51,7 +51,7 @@ def test_keeps_a_supported_draft_and_says_why() -> None:
 
 def test_escalates_a_declining_draft_when_the_context_looks_sufficient() -> None:
     draft = "The sources do not mention the hotel cap [1]."
-    d = policy().after_draft("hybrid", sources(), draft, suff(0.9))
+    d = policy().after_draft("hybrid", sources(), draft, sufficiency=suff(0.9))
     assert d.escalate and not d.abstain
     assert "escalated: the router puts the chance the draft is right at" in d.reason
     assert 'the draft says "not mention' in d.reason or "do not mention" in d.reason
@@ -59,7 +59,7 @@ def test_escalates_a_declining_draft_when_the_context_looks_sufficient() -> None
 
 def test_abstains_when_context_is_weak_and_the_draft_unsupported() -> None:
     draft = "Paris is the capital of France [1]."
-    d = policy(abstain_below=0.3).after_draft("bm25", sources(), draft, suff(0.1))
+    d = policy(abstain_below=0.3).after_draft("bm25", sources(), draft, sufficiency=suff(0.1))
     assert d.abstain and not d.escalate
     assert "context sufficiency 0.10 is below 0.30" in d.reason
     assert "do not seem to cover" in d.reason
@@ -67,7 +67,7 @@ def test_abstains_when_context_is_weak_and_the_draft_unsupported() -> None:
 
 def test_weak_context_with_a_supported_draft_is_not_abstained() -> None:
     d = policy(abstain_below=0.3).after_draft(
-        "bm25", sources(), "Hotels are capped at 160 EUR per night [1].", suff(0.1)
+        "bm25", sources(), "Hotels are capped at 160 EUR per night [1].", sufficiency=suff(0.1)
     )
     assert not d.abstain
 
@@ -75,12 +75,15 @@ def test_weak_context_with_a_supported_draft_is_not_abstained() -> None:
 def test_before_draft_abstains_only_below_skip() -> None:
     p = policy(skip_below=0.05)
     hits = [s.hit for s in sources()]
-    assert p.before_draft("bm25", hits, suff(0.02)).abstain
+    assert p.before_draft("bm25", hits, sufficiency=suff(0.02)).abstain
     assert (
-        "context sufficiency 0.02 is below 0.05" in p.before_draft("bm25", hits, suff(0.02)).reason
+        "context sufficiency 0.02 is below 0.05"
+        in p.before_draft("bm25", hits, sufficiency=suff(0.02)).reason
     )
-    assert not p.before_draft("bm25", hits, suff(0.5)).abstain
-    assert not p.before_draft("bm25", hits, None).abstain  # unscored: never abstain blindly
+    assert not p.before_draft("bm25", hits, sufficiency=suff(0.5)).abstain
+    assert not p.before_draft(
+        "bm25", hits, sufficiency=None
+    ).abstain  # unscored: never abstain blindly
 
 
 def test_missing_logprobs_are_unknown_not_confident() -> None:
@@ -89,9 +92,15 @@ def test_missing_logprobs_are_unknown_not_confident() -> None:
     )
     p = RouterPolicy(EscalationConfig(router=cfg))
     draft = "Hotels are capped at 160 EUR per night [1]."
-    unknown = p.after_draft("bm25", sources(), draft, suff(0.9), Usage("m", 1, 2, 3, 4, False))
+    unknown = p.after_draft(
+        "bm25", sources(), draft, sufficiency=suff(0.9), usage=Usage("m", 1, 2, 3, 4, False)
+    )
     confident = p.after_draft(
-        "bm25", sources(), draft, suff(0.9), Usage("m", 1, 2, 3, 4, False, logprob_mean=-0.01)
+        "bm25",
+        sources(),
+        draft,
+        sufficiency=suff(0.9),
+        usage=Usage("m", 1, 2, 3, 4, False, logprob_mean=-0.01),
     )
     assert unknown.signals["p_draft_right"] == pytest.approx(0.5)
     assert confident.signals["p_draft_right"] > 0.8

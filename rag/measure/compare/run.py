@@ -1,36 +1,24 @@
-"""`rag compare`: the small and the large model side by side.
-
-Latency (warm short prompts, and the QA questions), cold start (``--cold``), memory of the
-model server processes and of this process with its index, gold-answer quality on a QA set,
-a rubric judged by the large model, and the cost story under the configured price profiles.
-``run_comparison`` returns one dict; rag.report draws it, the CLI prints it.
-"""
+"""The measurement: warm prompts, the QA questions per mode, the judge, memory and cost."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
-import platform
-import socket
 import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
 from typing import Any, Literal
 
 from rag.config import Config, CostProfile, Price
 from rag.costs import Tokens, cost_table
 from rag.errors import ConfigError, ModelError
+from rag.measure.compare.cold import start_cold
+from rag.measure.compare.options import CompareOptions
+from rag.measure.compare.provenance import _file_info, settings_of
 from rag.measure.memory import PeakSampler, hwm_mb, pid_listening_on, rss_mb
-from rag.models import CallRecord, ChatModel, Message, make_chat_model
-from rag.models.embedded import ServerSpec, embedded_specs
-from rag.procs import EmbeddedServers
+from rag.models import CallRecord, ChatModel, Message
+from rag.models.embedded import embedded_specs
 from rag.stats import p95
 from rag.types import Done, Usage
 
@@ -38,7 +26,6 @@ DEFAULT_PROMPTS = (
     "In two sentences, explain what an on-call runbook is for.",
     "List three things a good incident postmortem contains.",
 )
-COLD_PROMPT = "Say hello."
 Role = Literal["slm", "llm"]
 ROLES: tuple[Role, Role] = ("slm", "llm")
 QA_MODE = {"slm": "never", "llm": "always"}  # the mode in which only that model answers
@@ -97,103 +84,6 @@ async def compare_models(
     return rows
 
 
-# ---- options ----
-
-
-@dataclass(frozen=True)
-class CompareOptions:
-    """What `rag compare` measures; the CLI fills it from its flags."""
-
-    data: Path = Path("eval/docs_qa")
-    limit: int = 10
-    split: Literal["dev", "test", "all"] = "test"
-    cold: bool = False
-    rounds: int = 1  # warm short prompts per model: rounds x 2 prompts (0: none)
-    max_tokens: int = 128  # for the warm short prompts
-    judge: bool = True
-    escalation_rate: float | None = None  # None: measured by an `auto` run on the same questions
-    cost_profile: str | None = None  # None: every profile in costs.profiles
-    volume_per_day: int | None = None  # None: costs.volume_per_day
-    log_dir: Path | None = None  # llama.cpp logs of servers started by --cold
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ConfigError(f"--limit must be at least 1. Currently, it is {self.limit}")
-        if self.escalation_rate is not None and not 0 <= self.escalation_rate <= 1:
-            raise ConfigError(
-                f"--escalation-rate must be between 0 and 1 (a share, 0.3 = 30%). "
-                f"Currently, it is {self.escalation_rate}"
-            )
-
-
-# ---- cold start: the one place that starts model servers (swap for the shared helper) ----
-
-
-def _port_or_free(port: int) -> int:
-    """``port`` if nothing listens there, else one the system picks (never someone else's)."""
-    for wanted in (port, 0):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-            try:
-                s.bind(("127.0.0.1", wanted))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise ModelError("no free TCP port on 127.0.0.1 for a model server", kind="port")
-
-
-def _first_token_ms(model: ChatModel, since: float) -> float:
-    """Milliseconds from ``since`` (time.monotonic) to the first token of a short request."""
-
-    async def go() -> float:
-        record = CallRecord(model=model.name)
-        async for _ in model.stream(
-            [{"role": "user", "content": COLD_PROMPT}], record, max_tokens=8, temperature=0.0
-        ):
-            return (time.monotonic() - since) * 1000.0
-        raise ModelError(f"{model.name} answered the cold-start request with no text", kind="empty")
-
-    return asyncio.run(go())
-
-
-def start_cold(
-    cfg: Config, stack: contextlib.ExitStack, log_dir: Path, progress: Callable[[str], None]
-) -> tuple[Config, dict[str, dict[str, Any]]]:
-    """Start each embedded server (its configured port if free, else a free one), timing
-    start -> ready -> first token.
-
-    Returns the config pointing at the new ports and, per role, ready_ms and cold_start_ms.
-    The servers stop when ``stack`` closes.
-    """
-    e = cfg.models.embedded
-    slm_port = _port_or_free(e.slm_port)
-    with socket.socket() as held:  # keep the first pick from being picked twice
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        held.bind(("127.0.0.1", slm_port))
-        ports = {"slm": slm_port, "llm": _port_or_free(e.llm_port)}
-    e = e.model_copy(update={"slm_port": ports["slm"], "llm_port": ports["llm"]})
-    cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"embedded": e})})
-    cold: dict[str, dict[str, Any]] = {}
-    for spec in embedded_specs(cfg):
-        t0 = time.monotonic()
-        # one role at a time, so each cold start is timed alone; stopped when ``stack`` closes
-        stack.enter_context(
-            EmbeddedServers(cfg, (spec.role,), reuse=False, progress=progress, log_dir=log_dir)
-        )
-        ready_ms = (time.monotonic() - t0) * 1000.0
-        first_ms = _first_token_ms(make_chat_model(cfg, spec.role), t0)
-        cold[spec.role] = {
-            "ready_ms": round(ready_ms),
-            "cold_start_ms": round(first_ms),
-            "port": spec.port,
-        }
-        progress(f"{spec.role}: cold start {first_ms / 1000:.1f} s (ready {ready_ms / 1000:.1f} s)")
-    return cfg, cold
-
-
-# ---- measurement ----
-
-
 @dataclass
 class _Collected:
     done: dict[str, list[tuple[Any, Done]]] = field(default_factory=dict)  # mode -> (item, done)
@@ -228,79 +118,6 @@ def _memory_note(cfg: Config, role: Role) -> str:
         f"not measurable here: {m.model} runs behind {where} (provider {m.provider}), "
         "not as an embedded llama.cpp process of this machine"
     )
-
-
-def _file_info(spec: ServerSpec) -> dict[str, Any]:
-    from rag.models.artifacts import GGUF_SPECS, sha256_file
-
-    pinned = GGUF_SPECS.get(spec.alias)
-    sha = pinned.sha256 if pinned is not None else sha256_file(spec.gguf)
-    return {
-        "file": spec.gguf.name,
-        "file_mb": round(spec.gguf.stat().st_size / 2**20, 1),
-        "sha256": sha[:12],
-    }
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def settings_of(cfg: Config, opts: CompareOptions, n_items: int) -> dict[str, Any]:
-    """The exact settings and versions a comparison ran with."""
-    e = cfg.models.embedded
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-        },
-        "versions": {
-            "llama_cpp_python": _version("llama_cpp_python"),
-            "openai": _version("openai"),
-            "git_commit": _git_commit(),
-        },
-        "qa": {"data": str(opts.data), "split": opts.split, "questions": n_items},
-        "answers": {"temperature": 0.0, "seed": 1234, "warm_prompt_max_tokens": opts.max_tokens},
-        "models": {
-            role: {
-                "provider": m.provider,
-                "model": m.model,
-                "base_url": m.base_url,
-                "max_tokens": m.max_tokens,
-                "context_window": m.context_window,
-            }
-            for role, m in (("slm", cfg.models.slm), ("llm", cfg.models.llm))
-        },
-        "embedded": {"n_ctx": e.n_ctx, "n_threads": e.n_threads, "cold": opts.cold},
-        "retrieval": {"retriever": cfg.retrieval.retriever, "top_k": cfg.retrieval.top_k},
-        "context": cfg.context.model_dump(mode="json"),
-        "escalation": {
-            "mode": "auto",
-            "strategy": cfg.escalation.strategy,
-            "min_draft_chars": cfg.escalation.min_draft_chars,
-            "on_weak_context": cfg.escalation.on_weak_context,
-        },
-    }
 
 
 def _profiles(cfg: Config, name: str | None) -> dict[str, CostProfile]:
