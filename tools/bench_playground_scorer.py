@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from urllib.parse import urlsplit
 
-from playwright.sync_api import Route, sync_playwright
+from bench_playground import _local  # tools/ is on sys.path when run as a script
+from playwright.sync_api import sync_playwright
 
 from rag.config import load_config
 from rag.measure.embed_bench import bench_passages
@@ -38,14 +38,6 @@ EMBED = """async (texts) => {
     await m.embed(texts);
     return {load_ms: m.loadMs, ms: m.embedMs, threads: globalThis.crossOriginIsolated};
 }"""
-
-
-def _local(route: Route) -> None:
-    host = urlsplit(route.request.url).hostname or ""
-    if route.request.url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
-        route.continue_()
-    else:
-        route.abort("internetdisconnected")
 
 
 def _summary(ms: list[float]) -> str:
