@@ -21,7 +21,7 @@ import contextlib
 import socket
 import statistics
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,29 @@ class _Row:
     total_ms: float
     gold_in_context: bool | None
     escalated: bool
-    slm_ttft_ms: float | None = (
-        None  # the small model's first token (draft stage), from the question
-    )
+    slm_ttft_ms: float | None = None  # question to the small model's first token (draft)
     prompt_tps: float | None = None  # prompt reading speed of the first model call
+    parts: dict[str, float] = field(default_factory=dict)  # where the time went (ms, tokens)
+
+
+def _parts(m: Metrics) -> dict[str, float]:
+    """The answer's breakdown, flat: prep, retrieval, packing, then per stage the server's split."""
+    out = {"prep_ms": m.prep_ms, "retrieval_ms": m.retrieval_ms, "packing_ms": m.packing_ms}
+    for stage, u in m.stages:
+        values = {
+            "prompt_tokens": u.prompt_tokens,
+            "read_tokens": u.prompt_eval_tokens,
+            "cached_tokens": u.cached_tokens,
+            "queue_ms": u.queue_ms,
+            "prompt_ms": u.prompt_ms,
+            "ttft_ms": u.ttft_ms,
+            "decode_ms": u.decode_ms,
+            "completion_tokens": u.completion_tokens,
+            "total_ms": u.total_ms,
+        }
+        out.update({f"{stage}.{k}": float(v) for k, v in values.items() if v is not None})
+    out["total_ms"] = m.total_ms
+    return out
 
 
 def _slm_ttft(m: Metrics) -> float | None:
@@ -128,6 +147,7 @@ async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
         escalated=m.escalated,
         slm_ttft_ms=_slm_ttft(m),
         prompt_tps=m.stages[0][1].prompt_tokens_per_s if m.stages else None,
+        parts=_parts(m),
     )
 
 
@@ -162,6 +182,11 @@ def summarise(name: str, rows: Sequence[_Row], first: _Row | None = None) -> dic
         "prompt_tps_p50": p50(tps),
         "first_prompt_tps": round(first.prompt_tps, 1) if first and first.prompt_tps else None,
         "first_total_ms": round(first.total_ms, 1) if first else None,
+        # medians of each part over the answers that have it (a stage only when it ran)
+        "breakdown_p50": {
+            k: p50([r.parts[k] for r in rows if k in r.parts])
+            for k in dict.fromkeys(k for r in rows for k in r.parts)
+        },
     }
 
 

@@ -209,6 +209,10 @@ def test_bench_latency_prints_one_line_per_configuration(
         assert row["prompt_tokens_p50"] > 0
         assert row["slm_ttft_ms_p50"] > 0  # the small model drafted
         assert row["first_total_ms"] > 0  # the warm-up question: q4, outside the timed three
+        parts = row["breakdown_p50"]
+        assert parts["draft.prompt_tokens"] == row["prompt_tokens_p50"]
+        assert 0 < parts["draft.ttft_ms"] <= parts["draft.total_ms"]  # medians over drafts
+        assert parts["total_ms"] == row["total_ms_p50"] and parts["retrieval_ms"] >= 0
     # each pass: one warm-up question plus three; only `default` asks the small model for logprobs
     slm = fake_openai.requests_for(SLM)
     assert len(slm) >= 4 and len(slm) % 2 == 0
