@@ -18,7 +18,7 @@ from rag.chat_settings import DEMO_SEED, options_from_settings, settings_from_th
 from rag.stats import SessionStats
 from webui import answer, commands, history, offline, render, routes, settings, signin, uploads
 from webui.context import build_context
-from webui.loop import keep_purging
+from webui.housekeeping import keep_purging
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger("rag.app")
@@ -33,7 +33,7 @@ _housekeeping: set[asyncio.Task[None]] = set()  # a reference, or the task could
 
 @cl.on_app_startup
 async def start_housekeeping() -> None:
-    """Drop cancelled timers, each holding a closed chat (webui/loop.py says why)."""
+    """Drop what closed chats leave in memory, every 5 s (webui/housekeeping.py says why)."""
     _housekeeping.add(asyncio.create_task(keep_purging()))
 
 

@@ -28,8 +28,8 @@ sample. Slopes are least-squares fits over the samples after the warm-up, per mi
 
 "Warm" is later: the first sample at least ``warm_min`` minutes into the measured time (at most
 half of it). Until then memory rises by design: allocator arenas and Python's free lists grow
-to the load's peak, SQLite's page cache fills, and the timers of finished chats (up to 5 s,
-webui/loop.py) and Chainlit's per-chat objects reach their steady number. ``rss_warm_mb`` is that
+to the load's peak, SQLite's page cache fills, and what finished chats leave until the next
+housekeeping pass (every 5 s, webui/housekeeping.py) reaches its steady amount. ``rss_warm_mb`` is that
 sample, ``growth_after_warmup`` the end's growth over it in percent, and
 ``rss_slope_after_warm_mib_per_min`` the fit over the samples from it on: a leak shows there as
 a steady slope, which this is meant to show, not to hide.

@@ -1,4 +1,5 @@
-"""webui/loop.py: cancelled timers (each holding its chat's context) leave nest_asyncio's loop."""
+"""webui/housekeeping.py: closed chats' messages and cancelled timers (each holding its chat's
+context) leave memory."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import weakref
 import nest_asyncio
 import pytest
 
-from webui.loop import keep_purging, purge_cancelled_timers
+from webui.housekeeping import drop_closed_chat_contexts, keep_purging, purge_cancelled_timers
 
 
 class Chat:
@@ -80,3 +81,20 @@ def test_keep_purging_runs_in_the_background_and_refuses_a_bad_interval() -> Non
             loop.run_until_complete(keep_purging(0))
     finally:
         loop.close()
+
+
+def test_the_messages_of_closed_chats_are_dropped_and_live_ones_kept() -> None:
+    from chainlit.chat_context import chat_contexts
+    from chainlit.session import ws_sessions_id
+
+    live, closed = "soak-test-live", "soak-test-closed"
+    ws_sessions_id[live] = object()  # type: ignore[assignment]  # only membership is read
+    chat_contexts[live] = []
+    chat_contexts[closed] = []
+    try:
+        assert drop_closed_chat_contexts() >= 1
+        assert live in chat_contexts and closed not in chat_contexts
+    finally:
+        ws_sessions_id.pop(live, None)
+        chat_contexts.pop(live, None)
+        chat_contexts.pop(closed, None)
