@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -17,6 +18,7 @@ from rag.chat_settings import DEMO_SEED, options_from_settings, settings_from_th
 from rag.stats import SessionStats
 from webui import answer, commands, history, offline, render, routes, settings, signin, uploads
 from webui.context import build_context
+from webui.housekeeping import keep_purging
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger("rag.app")
@@ -24,6 +26,15 @@ log = logging.getLogger("rag.app")
 offline.serve_offline_html()
 CTX = build_context()
 offline.use_session_files(CTX.session_files)
+
+
+_housekeeping: set[asyncio.Task[None]] = set()  # a reference, or the task could be collected
+
+
+@cl.on_app_startup
+async def start_housekeeping() -> None:
+    """Drop what closed chats leave in memory, every 5 s (webui/housekeeping.py says why)."""
+    _housekeeping.add(asyncio.create_task(keep_purging()))
 
 
 @cl.data_layer

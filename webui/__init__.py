@@ -10,6 +10,7 @@
     routes.py    the playground page and stream, stored element files, route ordering
     uploads.py   files attached to a message, added to the corpus
     commands.py  slash commands: /stats, /compare
+    housekeeping.py  every 5 s: closed chats' messages and cancelled timers out of memory
 
 `rag/` knows no UI (ruff's banned-api rule); this package may import chainlit.
 """

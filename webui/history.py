@@ -6,15 +6,22 @@ The schema and the JSON mapping live in rag/history.py; this module adapts Chain
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextvars import Context, ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy
 from chainlit.config import config as chainlit_config
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
+from chainlit.data.utils import queue_until_user_message
+from chainlit.step import StepDict
 from chainlit.types import ThreadDict
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag.history import (
     conninfo,
@@ -27,35 +34,107 @@ from rag.history import (
 from webui.context import AppContext
 
 THREADS_SEEN_MAX = 4096
+log = logging.getLogger("rag.app")
+_M = TypeVar("_M", bound=Callable[..., Awaitable[None]])
+
+
+def _until_first_message(method: _M) -> _M:
+    """Chainlit's own rule: a chat's writes wait for its first message (none if it never comes)."""
+    return cast(_M, queue_until_user_message()(method))
+
+
+# Chainlit's step upsert itself, without its queue_until_user_message wrapper (applied already).
+_CHAINLIT_CREATE_STEP = SQLAlchemyDataLayer.create_step.__wrapped__
 
 
 class SQLiteDataLayer(SQLAlchemyDataLayer):
     """Chainlit's SQL data layer on SQLite: lists and dicts stored as JSON text and read back.
 
-    Chainlit persists each step write in its own task, so a step's creation (empty output) can
-    land after its update (with the output) and blank it in the stored thread. Step writes here
-    go through one lock, in the order Chainlit issued them.
+    Chainlit persists each step write (a step's creation, then every update) in a task of its
+    own, each its own transaction. Under a busy chat those tasks fell behind and piled up, each
+    holding its chat's closed session through its context (the soak: 1,900 pending write tasks
+    two minutes into the load, 2,270 ninety seconds later). So here a step
+    write only records the step's latest state and returns; one writer task writes everything
+    recorded meanwhile in one transaction, oldest first. What waits is at most one dict per
+    step, and a step's creation can no longer land after its update and blank it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._step_writes = asyncio.Lock()
-        self._step_seq: dict[str, int] = {}  # step id -> number of its latest queued write
+        self._pending: dict[str, StepDict] = {}  # step id -> its latest state, not yet written
+        self._writer: asyncio.Task[None] | None = None
+        self._batch: ContextVar[AsyncSession | None] = ContextVar("rag_history_batch", default=None)
         self._threads_seen: OrderedDict[str, None] = OrderedDict()  # threads known to exist
         sqlalchemy.event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
 
-    async def create_step(self, step_dict: Any) -> None:
-        # Every write carries the whole step, so of several queued writes of one step only the
-        # last is needed. Without this the writes of a busy chat (each its own transaction)
-        # fell behind and queued up without bound, holding closed sessions in memory (the soak).
-        step_id = str(step_dict.get("id"))
-        seq = self._step_seq.get(step_id, 0) + 1
-        self._step_seq[step_id] = seq
-        async with self._step_writes:  # FIFO: the tasks reach it in the order they were created
-            if self._step_seq.get(step_id) != seq:
-                return  # a newer write of this step is queued behind this one
-            del self._step_seq[step_id]
-            await super().create_step(step_dict)
+    @_until_first_message
+    async def create_step(self, step_dict: StepDict) -> None:
+        self._pending[str(step_dict.get("id"))] = step_dict  # a newer state replaces the queued one
+        if self._writer is None or self._writer.done():
+            # An empty context: the writer must not keep the chat that started it alive.
+            self._writer = asyncio.create_task(self._write_pending(), context=Context())
+
+    @_until_first_message
+    async def update_step(self, step_dict: StepDict) -> None:
+        await self.create_step(step_dict)
+
+    async def flush(self) -> None:
+        """Wait until every step recorded so far is written."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch = list(self._pending.values())
+            self._pending.clear()
+            if not await self._write_batch(batch):
+                for step in batch:  # one bad row must not lose the others: one at a time
+                    await _CHAINLIT_CREATE_STEP(self, step)
+
+    async def _write_batch(self, steps: list[StepDict]) -> bool:
+        async with self.async_session() as session:
+            token = self._batch.set(session)
+            try:
+                await session.begin()
+                for step in steps:
+                    await _CHAINLIT_CREATE_STEP(self, dict(step))
+                await session.commit()
+            except Exception:
+                log.warning(
+                    "writing %d chat history steps at once failed", len(steps), exc_info=True
+                )
+                await session.rollback()
+                for step in steps:  # their threads may have been rolled back with them
+                    self._threads_seen.pop(str(step.get("threadId")), None)
+                return False
+            finally:
+                self._batch.reset(token)
+        return True
+
+    async def execute_sql(self, query: str, parameters: dict[str, Any]) -> Any:
+        session = self._batch.get()
+        if session is None:
+            return await super().execute_sql(query, sqlite_params(parameters))
+        statement = sqlalchemy.text(query)
+        result = cast(
+            CursorResult[Any], await session.execute(statement, sqlite_params(parameters))
+        )
+        if result.returns_rows:
+            return self.clean_result([dict(row._mapping) for row in result.fetchall()])
+        return result.rowcount
+
+    async def close(self) -> None:
+        await self.flush()  # the server stops: write what is recorded first
+        await super().close()
+
+    async def delete_step(self, step_id: str) -> None:
+        self._pending.pop(step_id, None)
+        await self.flush()
+        await super().delete_step(step_id)
+
+    async def get_thread(self, thread_id: str) -> ThreadDict | None:
+        await self.flush()  # a thread reopened right away shows its last answer
+        return await super().get_thread(thread_id)
 
     async def update_thread(
         self,
@@ -76,15 +155,14 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
             self._threads_seen.popitem(last=False)
 
     async def delete_thread(self, thread_id: str) -> None:
+        await self.flush()
         self._threads_seen.pop(thread_id, None)
         await super().delete_thread(thread_id)
-
-    async def execute_sql(self, query: str, parameters: dict[str, Any]) -> Any:
-        return await super().execute_sql(query, sqlite_params(parameters))
 
     async def get_all_user_threads(
         self, user_id: str | None = None, thread_id: str | None = None
     ) -> list[ThreadDict] | None:
+        await self.flush()
         threads = await super().get_all_user_threads(user_id=user_id, thread_id=thread_id)
         if threads is None:
             return None

@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-delay", type=float, default=0.01, dest="token_delay")
     s.add_argument("--warmup-s", type=float, default=60.0, dest="warmup_s")
     s.add_argument("--sample-s", type=float, default=15.0, dest="sample_s")
+    s.add_argument(
+        "--warm-min", type=float, default=5.0, dest="warm_min",
+        help="memory growth is also reported from this many minutes in (at most half the run)",
+    )  # fmt: skip
     s.add_argument("--port", type=int)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_bench_soak)

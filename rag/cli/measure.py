@@ -246,7 +246,8 @@ def cmd_bench_soak(cfg: Config, args: argparse.Namespace) -> int:
 
     row = bench_soak(
         args.minutes, sessions=args.sessions, token_delay_s=args.token_delay,
-        warmup_s=args.warmup_s, sample_s=args.sample_s, port=args.port, progress=_progress,
+        warmup_s=args.warmup_s, sample_s=args.sample_s, warm_min=args.warm_min, port=args.port,
+        progress=_progress,
     )  # fmt: skip
     if args.json:
         print(json.dumps(row))
