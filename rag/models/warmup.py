@@ -1,9 +1,13 @@
 """Warm the embedded model servers at start so the first user question is not a cold load.
 
 A freshly started llama.cpp server has its weights mapped but not yet paged in, and has never
-read the system prompt. One short request per server, with the app's own system prompt, pays
-both before anyone asks: the system prompt's tokens then stay in the server's KV cache and are
-reused as the common prefix of the next request.
+read the system prompt. One request per server, with the app's own system prompt, pays both
+before anyone asks: the system prompt's tokens then stay in the server's KV cache and are
+reused as the common prefix of the next request. The request carries one passage about as long
+as a real compressed context (``WARM_UP_TOKENS``): a first long prompt also pays for the
+server's larger compute batches and, with ``logits_all``, for paging in the rows of the logits
+array that a real prompt fills — measured by ``rag bench latency`` (``first_prompt_tps``), a
+short warm-up left the first question's prompt reading a third slower than the next ones'.
 """
 
 from __future__ import annotations
@@ -16,14 +20,22 @@ from collections.abc import Callable, Sequence
 
 from rag.models.embedded import ServerSpec
 
+WARM_UP_TOKENS = 400  # about the compressed context of a real question (context.budget_tokens)
+_FILLER = "This passage warms the model up so that the first question finds it ready."
 
-def warm_up_messages() -> list[dict[str, str]]:
-    """The app's system prompt and a tiny user turn shaped like a real one."""
+
+def warm_up_messages(tokens: int = WARM_UP_TOKENS) -> list[dict[str, str]]:
+    """The app's system prompt and a user turn shaped like a real one: one passage, a question."""
+    from rag.models.openai_compat import estimate_tokens
     from rag.prompts import answer_messages
+    from rag.types import Chunk, Hit, Source
 
+    repeat = max(tokens // max(estimate_tokens(_FILLER), 1), 1)
+    chunk = Chunk("warm-up", "warm-up", "warm-up", "Warm-up", "", " ".join([_FILLER] * repeat), 0)
+    sources = [Source(1, Hit(chunk, 1.0, 1))] if tokens > 0 else []
     return [
         {"role": m["role"], "content": m["content"]}
-        for m in answer_messages("Warm-up.", [], draft=True)
+        for m in answer_messages("Warm-up.", sources, draft=True)
     ]
 
 

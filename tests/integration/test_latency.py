@@ -14,7 +14,8 @@ from rag.latency import latency_json
 from rag.measure.eval.answers import QAItem, eval_answers
 from rag.models import CallRecord, Message, OpenAICompatModel
 from rag.models.embedded import ServerSpec
-from rag.models.warmup import warm_up
+from rag.models.openai_compat import estimate_tokens
+from rag.models.warmup import WARM_UP_TOKENS, warm_up
 from rag.prompts import SYSTEM
 from tests.fake_openai import FakeOpenAI
 from tests.integration.test_assistant import (
@@ -155,6 +156,9 @@ def test_warm_up_sends_the_system_prompt_and_logs_it(fake_openai: FakeOpenAI) ->
     req = fake_openai.requests_for("tiny")[0]
     assert req.messages[0]["content"] == SYSTEM  # the prefix every real question shares
     assert req.body["max_tokens"] == 1
+    # one passage about as long as a real compressed context, in the real source format
+    user = req.messages[1]["content"]
+    assert '<source n="1">' in user and estimate_tokens(user) >= WARM_UP_TOKENS
     assert out["slm"] is not None and out["slm"] > 0
     assert lines == [f"warmed slm in {out['slm']:.0f} ms"]
 
