@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from rag.models.embedded import Role, ServerSpec
 
 STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
 
 
@@ -65,21 +64,26 @@ def _libc_prctl() -> Callable[..., int] | None:
     return prctl
 
 
-# Looked up once in the parent: the child must not load libraries between fork and exec.
 _PRCTL = _libc_prctl()
 
+# The parent-death signal is set by the child itself, in a tiny launcher that then exec()s the
+# command (same pid; the setting survives execve), not in a preexec_fn: a preexec_fn makes
+# subprocess fork() and run Python in the child, where the fork handlers of libraries loaded in
+# this process run too — grpcio (pymilvus) >= 1.80 restarts its epoll poller there and aborts
+# the child before exec (grpc/grpc#43055). Without a preexec_fn, CPython uses vfork and no
+# handler runs.
+_PDEATHSIG_EXEC = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
-    """The preexec_fn: ask for SIGKILL when the parent dies; exit if it already has."""
 
-    def setup() -> None:
-        if _PRCTL is None:
-            return
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died between fork and prctl
-            os._exit(1)
-
-    return setup
+def _owned_cmd(cmd: Sequence[str], parent_pid: int) -> list[str]:
+    """`cmd` behind the launcher that asks for SIGKILL when `parent_pid` dies (Linux)."""
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(parent_pid), *cmd]
 
 
 # The lifeline: one small watcher process per owner reads a pipe whose only write end the owner
@@ -158,14 +162,12 @@ def spawn(
 
     Output goes to `log` (truncated) when given, else to `stdout` (default: inherited).
     """
-    if threading.current_thread() is not threading.main_thread() and _PRCTL is not None:
-        # The parent-death signal would fire when this thread ends, not when the process does.
-        setup: Callable[[], None] | None = None
-    else:
-        setup = _child_setup(os.getpid())
+    # The parent-death signal fires when the creating *thread* ends: only from the main thread.
+    if _PRCTL is not None and threading.current_thread() is threading.main_thread():
+        cmd = _owned_cmd(cmd, os.getpid())
     kwargs: dict[str, Any] = {"env": dict(env) if env is not None else None, "cwd": cwd}
     if os.name == "posix":
-        kwargs.update(process_group=0, preexec_fn=setup)
+        kwargs.update(process_group=0)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as fh:
