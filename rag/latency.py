@@ -49,11 +49,13 @@ def before_model_ms(m: Metrics) -> float:
     return m.prep_ms + m.retrieval_ms + m.packing_ms
 
 
-def first_token_ms(m: Metrics) -> float | None:
-    """From the question to the first token of the first model call; None without a call."""
-    if not m.stages:
+def first_token_ms(m: Metrics, stage: str | None = None) -> float | None:
+    """From the question to the first token of the first model call (of ``stage`` when given,
+    which must then be the first call, as a draft is); None without such a call."""
+    calls = [u for name, u in m.stages if stage is None or name == stage]
+    if not calls:
         return None
-    return before_model_ms(m) + m.stages[0][1].ttft_ms
+    return before_model_ms(m) + calls[0].ttft_ms
 
 
 def other_ms(m: Metrics) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 from rag.assistant import AskOptions, Assistant, build_assistant
 from rag.citations import contains_gold
 from rag.config import Config
-from rag.latency import before_model_ms, first_token_ms
+from rag.latency import first_token_ms
 from rag.measure.eval.answers import SEED, QAItem, Split
 from rag.prompts import format_source
 from rag.stats import p95
@@ -118,14 +118,6 @@ def _parts(m: Metrics) -> dict[str, float]:
     return out
 
 
-def _slm_ttft(m: Metrics) -> float | None:
-    """Question to the draft's first token; None when the draft was skipped."""
-    for stage, usage in m.stages:
-        if stage == "draft":
-            return before_model_ms(m) + usage.ttft_ms
-    return None
-
-
 async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
     opts = AskOptions(temperature=0.0, seed=SEED)
     packed: ContextPacked | None = None
@@ -145,7 +137,7 @@ async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
         total_ms=m.total_ms,
         gold_in_context=None if item.impossible else contains_gold(context, item.answers),
         escalated=m.escalated,
-        slm_ttft_ms=_slm_ttft(m),
+        slm_ttft_ms=first_token_ms(m, "draft"),  # None when the draft was skipped
         prompt_tps=m.stages[0][1].prompt_tokens_per_s if m.stages else None,
         parts=_parts(m),
     )
