@@ -291,6 +291,7 @@ class Assistant:
                         draft.record.text,
                         sufficiency=sufficiency,
                         usage=draft.record.usage(),
+                        question=q,
                     )
                     signals = dict(judged.signals)
                 if draft.ok and mode == "never":

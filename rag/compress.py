@@ -26,7 +26,7 @@ _ENDS = (".", "!", "?", ":", ";", "|")
 # What kind of answer the question wants (classic QA answer typing): a sentence of that kind
 # gets a share of the question's weight on top of its word matches, because the answer's own
 # words ("25 minutes", `make doctor`) are rarely the question's.
-_WANTS_NUMBER = re.compile(
+WANTS_NUMBER = re.compile(
     r"\b(how (long|many|much|often|fast|soon|big|large|old|early|late)|when|what time|"
     r"which (date|day|year|month)|what (date|day|year|month|percentage|rate|limit|amount|size)|"
     r"until|deadline|limit|cap|maximum|minimum|max|min)\b",
@@ -96,7 +96,7 @@ def compress(
     bonus = TYPE_BONUS * sum(weights.values())
     wants = [
         pattern
-        for wanted, pattern in ((_WANTS_NUMBER, _HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
+        for wanted, pattern in ((WANTS_NUMBER, _HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
         if wanted.search(question)
     ]
     before = sum(estimate_tokens(h.chunk.text) for h in hits)

@@ -64,10 +64,12 @@ class Evidence(TypedDict, total=False):
 
     ``sufficiency``: the context's scored sufficiency (None: not scored). ``usage``: the draft's
     call record, with the model's token log-probabilities when the provider returns them.
+    ``question``: what was asked (the router compares the draft with it).
     """
 
     sufficiency: Sufficiency | None
     usage: Usage | None
+    question: str
 
 
 class PolicyBase:

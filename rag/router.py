@@ -17,9 +17,12 @@ With sufficiency below ``skip_below`` the app abstains before drafting.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Unpack
 
+from rag.citations import content_tokens, strip_markers
+from rag.compress import WANTS_NUMBER
 from rag.config import EscalationConfig, RouterConfig
 from rag.escalation import Evidence, PolicyBase, SignalPolicy
 from rag.sufficiency import predict
@@ -36,15 +39,56 @@ DRAFT_FEATURES = (
     "marker_first",
     "logprob_mean",
     "logprob_min",
+    "title_share",
+    "new_share",
+    "number_missing",
 )
 _COVER = "the documents do not seem to cover this"
+_DIGIT = re.compile(r"\d")
+
+
+def draft_text_features(
+    question: str | None, sources: Sequence[Source], draft: str
+) -> dict[str, float | None]:
+    """What the draft's words say about it, beyond their support in the passages.
+
+    * ``title_share``: share of the draft's content words found only in the titles and
+      headings of the sources, not in their text — small models paste "Guide › 3. Setup"
+      instead of answering, and such a draft is "supported" word for word;
+    * ``new_share``: share of its content words the question does not hold — an answer adds
+      something, a draft that restates the question does not (None without the question);
+    * ``number_missing``: 1 when the question asks for a number (how long, when, how many…)
+      and the draft holds no digit.
+    """
+    words = set(content_tokens(draft))
+    body: set[str] = set()
+    heads: set[str] = set()
+    for s in sources:
+        body.update(content_tokens(s.chunk.text))
+        heads.update(content_tokens(f"{s.chunk.title} {s.chunk.heading}"))
+    title_only = {w for w in words if w in heads and w not in body}
+    feats: dict[str, float | None] = {
+        "title_share": len(title_only) / len(words) if words else 0.0,
+        "new_share": None,
+        "number_missing": None,
+    }
+    if question is not None:
+        asked = set(content_tokens(question))
+        feats["new_share"] = len(words - asked) / len(words) if words else 0.0
+        wants = bool(WANTS_NUMBER.search(question))
+        feats["number_missing"] = 1.0 if wants and not _DIGIT.search(draft) else 0.0
+    return feats
 
 
 def draft_features(
-    signals: dict[str, Any], sufficiency: Sufficiency | None, usage: Usage | None
+    signals: dict[str, Any],
+    sufficiency: Sufficiency | None,
+    usage: Usage | None,
+    text: dict[str, float | None] | None = None,
 ) -> dict[str, float | None]:
-    """Router features of a draft from the hand-set signal values and the draft's usage."""
+    """Router features of a draft from the hand-set signal values, its usage and its words."""
     feats = sufficiency.features if sufficiency else {}
+    text = text or {}
     return {
         "sufficiency": sufficiency.probability if sufficiency else None,
         "coverage_idf": feats.get("coverage_idf"),
@@ -57,6 +101,9 @@ def draft_features(
         "marker_first": 1.0 if "marker_first" in signals.get("flags", ()) else 0.0,
         "logprob_mean": usage.logprob_mean if usage else None,
         "logprob_min": usage.logprob_min if usage else None,
+        "title_share": text.get("title_share"),
+        "new_share": text.get("new_share"),
+        "number_missing": text.get("number_missing"),
     }
 
 
@@ -96,7 +143,8 @@ class RouterPolicy(PolicyBase):
         """Keep, escalate or abstain on P(draft right) and the context sufficiency."""
         sufficiency, usage = evidence.get("sufficiency"), evidence.get("usage")
         base = self.signals.after_draft(retriever, sources, draft)
-        feats = draft_features(base.signals, sufficiency, usage)
+        text = draft_text_features(evidence.get("question"), sources, strip_markers(draft))
+        feats = draft_features(base.signals, sufficiency, usage, text)
         p_right = predict(feats, self.router.draft)
         suff = sufficiency.probability if sufficiency else None
         ctx_feats = {

@@ -11,7 +11,7 @@ from rag.config import EscalationConfig, LogisticParams, RouterConfig
 from rag.errors import CorpusError
 from rag.escalation import POLICIES
 from rag.measure.eval.router_fit import fit_router, load_details
-from rag.router import RouterPolicy
+from rag.router import RouterPolicy, draft_text_features
 from rag.types import Chunk, Hit, Source, Sufficiency, Usage
 
 PASSAGE = "Hotel expenses are capped at 160 EUR per night in Berlin."
@@ -104,6 +104,38 @@ def test_missing_logprobs_are_unknown_not_confident() -> None:
     )
     assert unknown.signals["p_draft_right"] == pytest.approx(0.5)
     assert confident.signals["p_draft_right"] > 0.8
+
+
+def test_a_pasted_heading_is_title_words_not_an_answer() -> None:
+    pasted = draft_text_features("What is the hotel cap?", sources(), "Travel › Hotel")
+    answer = draft_text_features("What is the hotel cap?", sources(), "160 EUR per night.")
+    assert pasted["title_share"] == pytest.approx(0.5)  # "travel" is only in the title
+    assert answer["title_share"] == 0.0
+
+
+def test_a_draft_that_restates_the_question_adds_nothing_new() -> None:
+    q = "What is the hotel cap in Berlin?"
+    restated = draft_text_features(q, sources(), "The hotel cap in Berlin.")
+    answered = draft_text_features(q, sources(), "The hotel cap in Berlin is 160 EUR.")
+    assert restated["new_share"] == 0.0
+    assert answered["new_share"] == pytest.approx(2 / 5)  # 160, eur of hotel, cap, berlin, 160, eur
+
+
+def test_a_number_question_without_a_number_in_the_draft() -> None:
+    q = "How much can I spend on a hotel in Berlin?"
+    assert draft_text_features(q, sources(), "Hotels are capped per night.")["number_missing"] == 1.0
+    assert draft_text_features(q, sources(), "160 EUR per night.")["number_missing"] == 0.0
+    who = draft_text_features("Who books hotels?", sources(), "The travel desk.")
+    assert who["number_missing"] == 0.0  # not a number question
+    assert draft_text_features(None, sources(), "x")["new_share"] is None  # question unknown
+
+
+def test_the_router_records_the_draft_text_features() -> None:
+    d = policy().after_draft(
+        "hybrid", sources(), "Travel › Hotels [1]", sufficiency=suff(0.9), question="Hotel cap?"
+    )
+    assert d.signals["title_share"] == 1.0  # "travel" and "hotels" are only in the headings
+    assert d.signals["new_share"] == 1.0  # neither is a word of the question
 
 
 def _rows(n: int, seed: int = 1) -> list[dict[str, Any]]:
