@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from rag.citations import check_citations
+from rag.citations import attach_citations, check_citations
 from rag.compress import compress
 from rag.config import Config, EscalationConfig, Mode, ModelConfig, Strategy
 from rag.errors import ConfigError, InputError, ModelError, RagError, RetrieverUnavailable
@@ -284,6 +284,8 @@ class Assistant:
                     yield ev
                 draft = calls[-1]
                 if draft.ok:
+                    # The small model is not asked to cite; the app attributes its sentences.
+                    draft.record.text = attach_citations(draft.record.text, sources)
                     # In "never" mode too: the router's view of every draft is what it is fitted on.
                     judged = policy.after_draft(
                         used,
@@ -401,6 +403,8 @@ class Assistant:
         if not abstained and final_model not in ("policy", "retrieval-only"):
             # A model that says the sources do not answer has declined: the app did not answer.
             abstained = self.declines(final)
+            if not abstained and not incomplete:  # a cut answer is shown as it arrived
+                final = attach_citations(final, sources)
         citations = () if abstained else check_citations(final, sources)
         yield Done(final, final_model, sources, citations, metrics, abstained)
 

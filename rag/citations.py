@@ -11,7 +11,7 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from rag.text import STOPWORDS  # one English stopword list for the whole package
+from rag.text import STOPWORDS, chunk_text  # one English stopword list for the whole package
 from rag.types import Citation, Source
 
 # A marker is "[" n ("," n)* "]" with n a number from 1 without leading zeros; "[10.2]",
@@ -85,6 +85,44 @@ def support_score(text: str, passages: Sequence[str]) -> float:
 
 
 # ---- SQuAD-style answer evaluation ----
+
+# A sentence ends at . ! ? followed by a blank and a capital, digit, quote or bracket.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9`])")
+_TRAILING = re.compile(r"[.!?:;]*\s*$")
+ATTACH_MIN_SUPPORT = 0.5
+
+
+def attach_citations(
+    text: str, sources: Sequence[Source], min_support: float = ATTACH_MIN_SUPPORT
+) -> str:
+    """``text`` with a marker after each sentence, naming the source that supports it best.
+
+    Small models asked to cite answer with marker lists ("[1] [2] [3]") or pasted source
+    titles instead of the fact; asked for the fact alone they answer (see README). So the
+    app attributes: a sentence gets " [n]" for the source holding the largest share of its
+    content words, when that share is at least ``min_support``. Text that already holds a
+    marker is the model's own citing and is returned as it is; so is a sentence no source
+    supports (the router reads that as an uncited draft).
+    """
+    if not text.strip() or not sources or find_markers(text):
+        return text
+    words = [(source.n, set(content_tokens(chunk_text(source.chunk)))) for source in sources]
+    out: list[str] = []
+    for sentence in _SENTENCE.split(text.strip()):
+        mine = set(content_tokens(sentence))
+        best_n, best = 0, 0.0
+        for n, known in words:
+            share = len(mine & known) / len(mine) if mine else 0.0
+            if share > best:
+                best_n, best = n, share
+        if best_n and best >= min_support:
+            end = _TRAILING.search(sentence)
+            cut = end.start() if end else len(sentence)
+            tail = sentence[cut:].strip()
+            sentence = f"{sentence[:cut]} [{best_n}]{tail}"
+        out.append(sentence)
+    return " ".join(out)
+
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)

@@ -28,7 +28,7 @@ from rag.models.artifacts import (
     read_embedding_manifest,
 )
 from rag.playground import REFERENCE_TITLE
-from rag.prompts import DRAFT_HINT, NOT_IN_DOCS, SYSTEM
+from rag.prompts import DRAFT_HINT, DRAFT_SYSTEM, NOT_IN_DOCS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEBASSETS_DIR = REPO_ROOT / "webassets"
@@ -324,7 +324,7 @@ def engines_manifest(data_dir: Path, node_modules: Path = NODE_MODULES) -> dict[
         "models": models,
         "embedder": embedder_manifest(data_dir, node_modules),
         "prompt": {
-            "system": SYSTEM,
+            "system": DRAFT_SYSTEM,  # the browser builds the small model's (draft) prompt
             "draft_hint": DRAFT_HINT,
             "not_in_docs": NOT_IN_DOCS,
             "reference_title": REFERENCE_TITLE,

@@ -24,8 +24,12 @@ WARM_UP_TOKENS = 400  # about the compressed context of a real question (context
 _FILLER = "This passage warms the model up so that the first question finds it ready."
 
 
-def warm_up_messages(tokens: int = WARM_UP_TOKENS) -> list[dict[str, str]]:
-    """The app's system prompt and a user turn shaped like a real one: one passage, a question."""
+def warm_up_messages(tokens: int = WARM_UP_TOKENS, *, draft: bool = True) -> list[dict[str, str]]:
+    """The role's system prompt and a user turn shaped like a real one: one passage, a question.
+
+    ``draft``: the small model's prompt (its system prompt is the prefix its cache keeps);
+    the large model answers with the full one.
+    """
     from rag.models.openai_compat import estimate_tokens
     from rag.prompts import answer_messages
     from rag.types import Chunk, Hit, Source
@@ -35,15 +39,15 @@ def warm_up_messages(tokens: int = WARM_UP_TOKENS) -> list[dict[str, str]]:
     sources = [Source(1, Hit(chunk, 1.0, 1))] if tokens > 0 else []
     return [
         {"role": m["role"], "content": m["content"]}
-        for m in answer_messages("Warm-up.", sources, draft=True)
+        for m in answer_messages("Warm-up.", sources, draft=draft)
     ]
 
 
-def warm_one(base_url: str, model: str, timeout_s: float = 300.0) -> float:
+def warm_one(base_url: str, model: str, timeout_s: float = 300.0, *, draft: bool = True) -> float:
     """Send one short chat completion; returns its wall time in ms. Raises OSError on failure."""
     body = {
         "model": model,
-        "messages": warm_up_messages(),
+        "messages": warm_up_messages(draft=draft),
         "max_tokens": 1,
         "temperature": 0.0,
         "stream": False,
@@ -66,7 +70,7 @@ def warm_up(
     out: dict[str, float | None] = {}
     for spec in specs:
         try:
-            ms = warm_one(spec.base_url, spec.alias)
+            ms = warm_one(spec.base_url, spec.alias, draft=spec.role == "slm")
         except (urllib.error.URLError, OSError, ValueError) as exc:
             progress(f"{spec.role}: warm-up request failed ({exc}); the first question pays it")
             out[spec.role] = None

@@ -23,7 +23,7 @@ from rag.index import IndexManager
 from rag.measure.fake_openai import FakeOpenAI, Fault, RecordedRequest, closed_port_url, tokenize
 from rag.models import estimate_tokens, make_chat_model
 from rag.models.openai_compat import OpenAICompatModel
-from rag.prompts import DRAFT_HINT, REFINE
+from rag.prompts import DRAFT_HINT, DRAFT_SYSTEM, REFINE
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "mini_corpus"
 SLM, LLM = "tiny-slm", "big-llm"
@@ -227,8 +227,8 @@ def test_auto_escalates_a_short_draft_to_a_second_server(fake: FakeOpenAI, tmp_p
             "evasive draft",
         ),
         (
-            "Acme reimburses meal expenses up to 45 euros per day during business travel; "
-            "alcohol is never reimbursed under the travel and expenses policy.",
+            # no source holds half of its words, so the app cannot attribute it either
+            "Lunch is free in the canteen on Fridays for every team member in the Utrecht office.",
             "uncited draft",
         ),
         ("[2]", "citation-only draft"),
@@ -252,6 +252,24 @@ def test_auto_escalates_a_weak_draft(
     assert signal in escalated.decision.reason
     assert done_of(events).model == LLM
     assert len(fake.requests_for(LLM)) == 1
+
+
+def test_an_uncited_draft_gets_the_citation_of_the_source_that_supports_it(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    # The small model is not asked to cite (rag/prompts.py): the app attributes its sentence.
+    fake.script(SLM, ["Meal expenses are reimbursed up to 45 euros per day."])
+    cfg = make_config(tmp_path, fake.base_url, escalation__mode="never")
+
+    events = ask(make_assistant(cfg), Q_MEALS)
+
+    done = done_of(events)
+    n = next(s.n for s in done.sources if "45 euros" in s.chunk.text)
+    assert done.answer == f"Meal expenses are reimbursed up to 45 euros per day [{n}]."
+    assert [c.n for c in done.citations] == [n] and done.citations[0].source is not None
+    (request,) = fake.requests_for(SLM)
+    assert request.messages[0]["content"] == DRAFT_SYSTEM
+    assert "[1]" not in DRAFT_SYSTEM + DRAFT_HINT  # nothing for a small model to copy
 
 
 def test_citation_of_a_source_that_was_not_retrieved(fake: FakeOpenAI, tmp_path: Path) -> None:
@@ -619,7 +637,8 @@ def test_context_is_cut_to_fit_a_small_window(fake: FakeOpenAI, tmp_path: Path) 
 
 def test_refine_prompt_with_a_long_draft_fits_the_window(fake: FakeOpenAI, tmp_path: Path) -> None:
     window = 1000  # some passages fit; the refine prompt must still leave room to answer
-    long_uncited_draft = " ".join(["Acme offers paid parental leave and laptops"] * 12)
+    # unsupported as well, so that the app cannot attribute it and the draft escalates
+    long_uncited_draft = " ".join(["Lunch is free in the canteen on Fridays"] * 12)
     fake.script(SLM, [long_uncited_draft])
     cfg = make_config(
         tmp_path,

@@ -16,7 +16,7 @@ from rag.models import CallRecord, Message, OpenAICompatModel
 from rag.models.embedded import ServerSpec
 from rag.models.openai_compat import estimate_tokens
 from rag.models.warmup import WARM_UP_TOKENS, warm_up
-from rag.prompts import SYSTEM
+from rag.prompts import DRAFT_SYSTEM, SYSTEM
 from tests.fake_openai import FakeOpenAI
 from tests.integration.test_assistant import (
     GOOD_DRAFT,
@@ -150,17 +150,20 @@ def test_eval_details_carry_the_breakdown(fake_openai: FakeOpenAI, tmp_path: Pat
 def test_warm_up_sends_the_system_prompt_and_logs_it(fake_openai: FakeOpenAI) -> None:
     port = int(fake_openai.base_url.rsplit(":", 1)[1].split("/")[0])
     spec = ServerSpec("slm", "tiny", Path("unused.gguf"), port, 512, 1)
+    big = ServerSpec("llm", "big", Path("unused.gguf"), port, 512, 1)
     lines: list[str] = []
-    out = warm_up([spec], lines.append)
+    out = warm_up([spec, big], lines.append)
 
     req = fake_openai.requests_for("tiny")[0]
-    assert req.messages[0]["content"] == SYSTEM  # the prefix every real question shares
+    # the prefix every real question to that model shares: the draft's, the full answer's
+    assert req.messages[0]["content"] == DRAFT_SYSTEM
+    assert fake_openai.requests_for("big")[0].messages[0]["content"] == SYSTEM
     assert req.body["max_tokens"] == 1
     # one passage about as long as a real compressed context, in the real source format
     user = req.messages[1]["content"]
     assert '<source n="1">' in user and estimate_tokens(user) >= WARM_UP_TOKENS
     assert out["slm"] is not None and out["slm"] > 0
-    assert lines == [f"warmed slm in {out['slm']:.0f} ms"]
+    assert lines == [f"warmed slm in {out['slm']:.0f} ms", f"warmed llm in {out['llm']:.0f} ms"]
 
 
 def test_warm_up_failure_is_logged_not_raised(free_port: int) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from rag.citations import (
     STOPWORDS,
+    attach_citations,
     check_citations,
     contains_gold,
     content_tokens,
@@ -210,3 +211,37 @@ def test_contains_gold_matches_whole_normalised_words() -> None:
     assert not contains_gold("It takes 15 minutes.", ["5 minutes"])
     assert not contains_gold("anything", [])
     assert not contains_gold("anything", ["", "the"])
+
+
+def _two_sources() -> list[Source]:
+    hotel = Chunk(
+        "a", "d1", "travel.md", "Travel", "Hotels", "Hotels are capped at 160 EUR per night.", 0
+    )
+    laptop = Chunk(
+        "b",
+        "d2",
+        "onboarding.md",
+        "Onboarding",
+        "Laptop",
+        "New engineers get a MacBook Pro 14-inch.",
+        0,
+    )
+    return [Source(1, Hit(hotel, 1.0, 1)), Source(2, Hit(laptop, 0.5, 2))]
+
+
+def test_attach_citations_names_the_source_of_each_sentence() -> None:
+    text = "Hotels are capped at 160 EUR per night. New engineers get a MacBook Pro!"
+    assert attach_citations(text, _two_sources()) == (
+        "Hotels are capped at 160 EUR per night [1]. New engineers get a MacBook Pro [2]!"
+    )
+
+
+def test_attach_citations_leaves_unsupported_sentences_and_model_citations_alone() -> None:
+    sources = _two_sources()
+    assert attach_citations("The moon is made of cheese.", sources) == "The moon is made of cheese."
+    cited = "Hotels cost 160 EUR [2]."  # the model's own (even wrong) citing is kept as it is
+    assert attach_citations(cited, sources) == cited
+    assert attach_citations("160 EUR", sources) == "160 EUR [1]"  # no final punctuation
+    assert attach_citations("", sources) == "" and attach_citations("Hotels.", []) == "Hotels."
+    # half of the sentence's content words must be in one source: 1 of 3 is not enough
+    assert attach_citations("Hotels in Paris glitter.", sources) == "Hotels in Paris glitter."

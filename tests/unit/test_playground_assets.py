@@ -27,7 +27,7 @@ from rag.playground_assets import (
     not_modified,
     vendor_asset,
 )
-from rag.prompts import DRAFT_HINT, SYSTEM, answer_messages
+from rag.prompts import DRAFT_HINT, DRAFT_SYSTEM, answer_messages
 from rag.types import Chunk, Hit, Source
 from tests.conftest import REPO_ROOT
 
@@ -103,7 +103,7 @@ def test_manifest_says_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None
     manifest = engines_manifest(tmp_path, tmp_path / "no-node-modules")
     assert "npm ci" in manifest["wllama"]["problem"]
     assert manifest["prompt"] == {
-        "system": SYSTEM,
+        "system": DRAFT_SYSTEM,
         "draft_hint": DRAFT_HINT,
         "not_in_docs": manifest["prompt"]["not_in_docs"],
         "reference_title": REFERENCE_TITLE,
@@ -208,7 +208,7 @@ def js() -> dict:  # type: ignore[type-arg]
     module = json.dumps((REPO_ROOT / "public" / "playground-local.js").as_uri())
     # The wording /playground/engines serves the page.
     wording = json.dumps(
-        {"system": SYSTEM, "draft_hint": DRAFT_HINT, "reference_title": REFERENCE_TITLE}
+        {"system": DRAFT_SYSTEM, "draft_hint": DRAFT_HINT, "reference_title": REFERENCE_TITLE}
     )
     out = subprocess.run(
         [NODE, "--input-type=module", "-e", SCRIPT % (module, wording)],

@@ -123,7 +123,9 @@ def test_a_draft_that_restates_the_question_adds_nothing_new() -> None:
 
 def test_a_number_question_without_a_number_in_the_draft() -> None:
     q = "How much can I spend on a hotel in Berlin?"
-    assert draft_text_features(q, sources(), "Hotels are capped per night.")["number_missing"] == 1.0
+    assert (
+        draft_text_features(q, sources(), "Hotels are capped per night.")["number_missing"] == 1.0
+    )
     assert draft_text_features(q, sources(), "160 EUR per night.")["number_missing"] == 0.0
     who = draft_text_features("Who books hotels?", sources(), "The travel desk.")
     assert who["number_missing"] == 0.0  # not a number question
