@@ -11,7 +11,11 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from rag.text import STOPWORDS, chunk_text  # one English stopword list for the whole package
+from rag.text import (  # one English stopword list for the whole package
+    SENTENCE_END,
+    STOPWORDS,
+    chunk_text,
+)
 from rag.types import Citation, Source
 
 # A marker is "[" n ("," n)* "]" with n a number from 1 without leading zeros; "[10.2]",
@@ -86,8 +90,6 @@ def support_score(text: str, passages: Sequence[str]) -> float:
 
 # ---- SQuAD-style answer evaluation ----
 
-# A sentence ends at . ! ? followed by a blank and a capital, digit, quote or bracket.
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9`])")
 _TRAILING = re.compile(r"[.!?:;]*\s*$")
 ATTACH_MIN_SUPPORT = 0.5
 
@@ -108,7 +110,7 @@ def attach_citations(
         return text
     words = [(source.n, set(content_tokens(chunk_text(source.chunk)))) for source in sources]
     out: list[str] = []
-    for sentence in _SENTENCE.split(text.strip()):
+    for sentence in SENTENCE_END.split(text.strip()):
         mine = set(content_tokens(sentence))
         best_n, best = 0, 0.0
         for n, known in words:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from rag.config import ContextConfig
 from rag.models.openai_compat import estimate_tokens
 from rag.termstats import TermStats, terms
+from rag.text import SENTENCE_END
 from rag.types import Hit
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 _GAP = " … "
 _WRAP = 60  # a line at least this long that ends mid-sentence was wrapped
 _ENDS = (".", "!", "?", ":", ";", "|")
@@ -33,7 +33,7 @@ WANTS_NUMBER = re.compile(
     re.IGNORECASE,
 )
 _WANTS_COMMAND = re.compile(r"\b(command|run|type|script|cli|flag)\b", re.IGNORECASE)
-_HAS_NUMBER = re.compile(r"\d")
+HAS_NUMBER = re.compile(r"\d")
 _HAS_CODE = re.compile(r"`[^`]+`|\$ \w|--\w")
 TYPE_BONUS = 0.35
 TOP_PASSAGE_SENTENCES = 3
@@ -61,7 +61,7 @@ def sentences(text: str) -> list[str]:
     out: list[str] = []
     for line in lines:
         if line:
-            out.extend(part.strip() for part in _SENTENCE_END.split(line) if part.strip())
+            out.extend(part.strip() for part in SENTENCE_END.split(line) if part.strip())
     return out
 
 
@@ -96,7 +96,7 @@ def compress(
     bonus = TYPE_BONUS * sum(weights.values())
     wants = [
         pattern
-        for wanted, pattern in ((WANTS_NUMBER, _HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
+        for wanted, pattern in ((WANTS_NUMBER, HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
         if wanted.search(question)
     ]
     before = sum(estimate_tokens(h.chunk.text) for h in hits)

@@ -17,12 +17,11 @@ With sufficiency below ``skip_below`` the app abstains before drafting.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any, Unpack
 
 from rag.citations import content_tokens, strip_markers
-from rag.compress import WANTS_NUMBER
+from rag.compress import HAS_NUMBER, WANTS_NUMBER
 from rag.config import EscalationConfig, RouterConfig
 from rag.escalation import Evidence, PolicyBase, SignalPolicy
 from rag.sufficiency import predict
@@ -44,7 +43,6 @@ DRAFT_FEATURES = (
     "number_missing",
 )
 _COVER = "the documents do not seem to cover this"
-_DIGIT = re.compile(r"\d")
 
 
 def draft_text_features(
@@ -76,7 +74,7 @@ def draft_text_features(
         asked = set(content_tokens(question))
         feats["new_share"] = len(words - asked) / len(words) if words else 0.0
         wants = bool(WANTS_NUMBER.search(question))
-        feats["number_missing"] = 1.0 if wants and not _DIGIT.search(draft) else 0.0
+        feats["number_missing"] = 1.0 if wants and not HAS_NUMBER.search(draft) else 0.0
     return feats
 
 

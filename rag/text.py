@@ -217,6 +217,10 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+# A sentence ends at . ! ? followed by a blank and a capital, digit, quote or bracket.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+
+
 def content_words(text: str) -> list[str]:
     """Word tokens without stopwords."""
     return [w for w in words(text) if w not in STOPWORDS]
