@@ -99,6 +99,10 @@ def compress(
         for wanted, pattern in ((WANTS_NUMBER, HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
         if wanted.search(question)
     ]
+    if HAS_NUMBER not in wants and HAS_NUMBER.search(question):
+        # A number in the question is compared with the text's numbers: "who approves 1,800
+        # euros?" is answered by the row "EUR 500.01 to EUR 2,500  Your department head".
+        wants.append(HAS_NUMBER)
     before = sum(estimate_tokens(h.chunk.text) for h in hits)
     budget = cfg.budget_tokens
     passages: list[_Passage] = []

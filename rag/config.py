@@ -127,7 +127,7 @@ class ContextConfig(_Model):
     """How retrieved passages are packed into the prompt (context compression)."""
 
     compress: bool = True  # keep the question's sentences (with neighbours, headings) per passage
-    budget_tokens: int = Field(400, ge=16, le=8000)  # estimated tokens for all passages together
+    budget_tokens: int = Field(350, ge=16, le=8000)  # estimated tokens for all passages together
     whole_passage_tokens: int = Field(60, ge=0)  # passages this short go in untouched
     neighbours: int = Field(1, ge=0, le=5)  # sentences kept either side of a chosen one
 

@@ -66,3 +66,22 @@ def test_nothing_is_cut_when_everything_fits() -> None:
     cfg = ContextConfig(budget_tokens=500)
     out = compress("refunds?", hits, TermStats([h.chunk for h in hits]), cfg)
     assert out.hits == tuple(hits)
+
+
+def test_a_number_in_the_question_keeps_the_rows_with_numbers() -> None:
+    # The row that answers "1,800 euros" shares no word with the question, only a number.
+    table = (
+        "Approval limits for every expense claim submitted by employees.\n"
+        "Amount Who approves\n"
+        "Up to EUR 500 Your line manager\n"
+        "EUR 500.01 to EUR 2,500 Your department head\n"
+        + " ".join(f"The {c} plant by the window needs water." for c in ("red", "green", "blue"))
+    )
+    hits = hits_of(table)
+    cfg = ContextConfig(budget_tokens=40, whole_passage_tokens=0, neighbours=0)
+    stats = TermStats([h.chunk for h in hits])
+    out = compress("Who has to approve an expense of 1,800 euros?", hits, stats, cfg)
+    assert "EUR 500.01 to EUR 2,500 Your department head" in out.hits[0].chunk.text
+    # Without a number in the question the same budget goes to the words it shares.
+    plain = compress("Who has to approve an expense claim?", hits, stats, cfg)
+    assert "EUR 500.01" not in plain.hits[0].chunk.text
