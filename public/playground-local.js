@@ -114,6 +114,28 @@ export function groundedMessages(prompt, sources, wording) {
   return [{role: "system", content: wording.system}, {role: "user", content: user}];
 }
 
+// rag/citations.py's attach_citations: the small model is asked for the fact, not for markers,
+// so the page attaches " [n]" to each sentence for the source holding the largest share of its
+// words, when that share is at least `minSupport`. A sentence no source supports stays bare;
+// an answer that already cites is the model's own and is left as it is.
+export function attachCitations(text, sources, minSupport = 0.5) {
+  if (!text.trim() || !sources.length || /\[\d+\]/.test(text)) return text;
+  const known = sources.map((s) => [s.n, new Set(words(s.text))]);
+  return text.trim().split(/(?<=[.!?])\s+(?=["'(\[A-Z0-9])/).map((sentence) => {
+    const mine = new Set(words(sentence));
+    let bestN = 0, best = 0;
+    for (const [n, set] of known) {
+      let shared = 0;
+      for (const w of mine) if (set.has(w)) shared += 1;
+      const share = mine.size ? shared / mine.size : 0;
+      if (share > best) { bestN = n; best = share; }
+    }
+    if (!bestN || best < minSupport) return sentence;
+    const cut = sentence.search(/[.!?:;]*\s*$/);
+    return `${sentence.slice(0, cut)} [${bestN}]${sentence.slice(cut).trim()}`;
+  }).join(" ");
+}
+
 // -- the engine -----------------------------------------------------------------------------
 
 // "webgpu" only when the browser hands out an adapter; headless and GPU-less browsers often

@@ -105,6 +105,8 @@
             output.scrollTop = output.scrollHeight;
           } else if (event.type === "done") {
             finished = true;
+            // The server attached the citations the small model was not asked to write.
+            if (event.text && event.text !== output.textContent) output.textContent = event.text;
             addRun({engine: "server", ...event});
             setStatus(`${event.model} · first token ${fmtMs(event.ttft_ms)} · total ` +
               `${fmtMs(event.total_ms)} · ${event.tokens} tokens · ${event.tokens_per_s} tok/s` +
@@ -274,17 +276,20 @@
       await loadLocalModel(name);
       const messages = module.groundedMessages(prompt, sources, manifest.prompt);
       setStatus("Waiting for the first token…");
-      let first = true;
+      let first = true, answer = "";
       const maxTokens = Math.min(Math.max(Number($("max-tokens").value) || 128, 1), 1024);
       const timings = await engine.run(messages, {
         signal: controller.signal,
         maxTokens,
         onToken: (text) => {
           if (first) { first = false; setStatus("Streaming…"); }
+          answer += text;
           output.append(document.createTextNode(text));
           output.scrollTop = output.scrollHeight;
         },
       });
+      const cited = module.attachCitations(answer, sources);
+      if (cited !== answer) output.textContent = cited;
       const event = {engine: "browser", model: name, role: "browser",
         grounded: sources.length > 0, ...timings};
       addRun(event);

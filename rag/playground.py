@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
+from rag.citations import attach_citations
 from rag.config import Config
 from rag.errors import ConfigError, ModelError
 from rag.models import CallRecord, Message, OpenAICompatModel, estimate_tokens, make_chat_model
@@ -110,11 +111,20 @@ async def playground_events(
         if own:
             await chat.aclose()
     usage = record.usage()
+    grounded = bool(reference.strip())
+    # The small model is asked for the fact, not for markers: the app attaches [1] to the
+    # sentences the reference text supports, as the chat does (rag.citations).
+    cited = (
+        attach_citations(record.text, [reference_source(reference.strip())])
+        if grounded
+        else record.text
+    )
     yield {
         "type": "done",
         "model": chat.name,
         "role": which,
-        "grounded": bool(reference.strip()),
+        "grounded": grounded,
+        "text": cited,
         "ttft_ms": round(usage.ttft_ms, 1),
         "total_ms": round(usage.total_ms, 1),
         "tokens": usage.completion_tokens,

@@ -134,3 +134,18 @@ def test_parse_request_and_sse_encoding() -> None:
         return [f async for f in sse_stream(events())]
 
     assert asyncio.run(frames()) == [sse({"type": "token", "text": "a"}), sse({"type": "done"})]
+
+
+def test_done_carries_the_answer_with_the_citations_the_app_attached(
+    fake_openai: FakeOpenAI,
+) -> None:
+    # The small model is not asked to cite: [1] goes after the sentence the reference supports.
+    fake_openai.script(SLM, ["Heron launches on 7 October. Bananas are yellow."])
+    events = collect(make_config(fake_openai.base_url), "slm", "When?", REFERENCE)
+    tokens = "".join(e["text"] for e in events if e["type"] == "token")
+    assert tokens == "Heron launches on 7 October. Bananas are yellow."
+    assert events[-1]["text"] == "Heron launches on 7 October [1]. Bananas are yellow."
+    # Without a reference there is nothing to cite.
+    fake_openai.script(SLM, ["Heron launches on 7 October."])
+    plain = collect(make_config(fake_openai.base_url), "slm", "When?")
+    assert plain[-1]["text"] == "Heron launches on 7 October."

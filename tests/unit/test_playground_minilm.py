@@ -1,4 +1,5 @@
-"""The page's MiniLM passage scorer (public/playground-minilm.js), run with node.
+"""The page's MiniLM passage scorer (public/playground-minilm.js) and its citations
+(public/playground-local.js), run with node.
 
 Its WordPiece tokenizer must give the `tokenizers` library's ids for the same vocabulary, and
 (slow) its vectors on onnxruntime-web's WebAssembly must equal native onnxruntime's
@@ -133,3 +134,30 @@ console.log(JSON.stringify(vectors.map((v) => Array.from(v))));
     web = np.array(_node(script, json.dumps(texts)), dtype=np.float32)
     np.testing.assert_allclose(web, native.encode(texts), atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(web, axis=1), 1.0, atol=1e-5)
+
+
+def test_page_attaches_citations_like_the_app() -> None:
+    # The page's attachCitations gives rag.citations.attach_citations' result on the same text.
+    from rag.citations import attach_citations
+    from rag.types import Chunk, Hit, Source
+
+    texts = ["Project Heron launches on 7 October.", "The pilot covers three regions."]
+    answers = [
+        "Heron launches on 7 October. The pilot covers three regions. Bananas are yellow.",
+        "It covers three regions [2].",  # the model's own citing stays
+        "",
+    ]
+    script = f"""
+import {{attachCitations}} from "{LOCAL}";
+const sources = {json.dumps([{"n": i + 1, "text": t} for i, t in enumerate(texts)])};
+console.log(JSON.stringify({json.dumps(answers)}.map((a) => attachCitations(a, sources))));
+"""
+    got = _node(script)
+    sources = [
+        Source(i + 1, Hit(Chunk(f"d{i}#0", f"d{i}", f"d{i}.md", "Doc", "", t, 0), 1.0, i + 1))
+        for i, t in enumerate(texts)
+    ]
+    assert got == [attach_citations(a, sources) for a in answers]
+    assert got[0] == (
+        "Heron launches on 7 October [1]. The pilot covers three regions [2]. Bananas are yellow."
+    )
