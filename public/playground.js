@@ -276,20 +276,20 @@
       await loadLocalModel(name);
       const messages = module.groundedMessages(prompt, sources, manifest.prompt);
       setStatus("Waiting for the first token…");
-      let first = true, answer = "";
+      let first = true;
       const maxTokens = Math.min(Math.max(Number($("max-tokens").value) || 128, 1), 1024);
       const timings = await engine.run(messages, {
         signal: controller.signal,
         maxTokens,
         onToken: (text) => {
           if (first) { first = false; setStatus("Streaming…"); }
-          answer += text;
           output.append(document.createTextNode(text));
           output.scrollTop = output.scrollHeight;
         },
       });
-      const cited = module.attachCitations(answer, sources);
-      if (cited !== answer) output.textContent = cited;
+      // The page attaches the citations the small model was not asked to write.
+      const cited = module.attachCitations(output.textContent, sources);
+      if (cited !== output.textContent) output.textContent = cited;
       const event = {engine: "browser", model: name, role: "browser",
         grounded: sources.length > 0, ...timings};
       addRun(event);

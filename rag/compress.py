@@ -94,15 +94,11 @@ def compress(
     """Hits whose text holds only the question's best sentences (with neighbours) within budget."""
     weights = stats.weights(terms(question))
     bonus = TYPE_BONUS * sum(weights.values())
-    wants = [
-        pattern
-        for wanted, pattern in ((WANTS_NUMBER, HAS_NUMBER), (_WANTS_COMMAND, _HAS_CODE))
-        if wanted.search(question)
-    ]
-    if HAS_NUMBER not in wants and HAS_NUMBER.search(question):
-        # A number in the question is compared with the text's numbers: "who approves 1,800
-        # euros?" is answered by the row "EUR 500.01 to EUR 2,500  Your department head".
-        wants.append(HAS_NUMBER)
+    # A number in the question is compared with the text's numbers: "who approves 1,800
+    # euros?" is answered by the row "EUR 500.01 to EUR 2,500  Your department head".
+    asks_number = WANTS_NUMBER.search(question) or HAS_NUMBER.search(question)
+    asks_command = _WANTS_COMMAND.search(question)
+    wants = [p for asked, p in ((asks_number, HAS_NUMBER), (asks_command, _HAS_CODE)) if asked]
     before = sum(estimate_tokens(h.chunk.text) for h in hits)
     budget = cfg.budget_tokens
     passages: list[_Passage] = []

@@ -114,11 +114,7 @@ async def playground_events(
     grounded = bool(reference.strip())
     # The small model is asked for the fact, not for markers: the app attaches [1] to the
     # sentences the reference text supports, as the chat does (rag.citations).
-    cited = (
-        attach_citations(record.text, [reference_source(reference.strip())])
-        if grounded
-        else record.text
-    )
+    cited = attach_citations(record.text, [reference_source(reference.strip())] if grounded else [])
     yield {
         "type": "done",
         "model": chat.name,
