@@ -51,7 +51,8 @@ def test_keeps_a_supported_draft_and_says_why() -> None:
 
 def test_escalates_a_declining_draft_when_the_context_looks_sufficient() -> None:
     draft = "The sources do not mention the hotel cap [1]."
-    d = policy().after_draft("hybrid", sources(), draft, sufficiency=suff(0.9))
+    # abstain_below is set here, not taken from the fitted defaults (which move with each fit)
+    d = policy(abstain_below=0.5).after_draft("hybrid", sources(), draft, sufficiency=suff(0.9))
     assert d.escalate and not d.abstain
     assert "escalated: the router puts the chance the draft is right at" in d.reason
     assert 'the draft says "not mention' in d.reason or "do not mention" in d.reason
