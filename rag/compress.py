@@ -2,10 +2,11 @@
 
 On a laptop CPU most of an answer's time goes into the model reading its prompt, and most of
 the prompt is passages. Each passage is cut into sentences (list items and table rows count as
-sentences); a sentence scores the IDF of the question's terms it holds, and the best ones are
-kept with their neighbours, best passages first, within a token budget. Short passages go in
-whole. Headings and titles stay: ``format_source`` prints them for every passage. Gaps are
-marked with "…" so the model knows text was left out.
+sentences, with their numbers); a sentence scores the IDF of the question's terms it holds, and
+the best ones are kept with their neighbours, best passages first, within a token budget. A
+kept section heading brings the lines under it instead. Short passages go in whole. Titles and
+headings stay: ``format_source`` prints them for every passage, so an opening line that repeats
+them is dropped. Gaps are marked with "…" so the model knows text was left out.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ HAS_NUMBER = re.compile(r"\d")
 _HAS_CODE = re.compile(r"`[^`]+`|\$ \w|--\w")
 TYPE_BONUS = 0.35
 TOP_PASSAGE_SENTENCES = 3
+_HEADING_CHARS = 60
 
 _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
+# A list item's number or letter is not a sentence: "1. Platform primary on call." is one.
+_ENUMERATOR = re.compile(r"(\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[.)]")
 
 
 def sentences(text: str) -> list[str]:
@@ -60,8 +64,18 @@ def sentences(text: str) -> list[str]:
             lines.append(line)
     out: list[str] = []
     for line in lines:
-        if line:
-            out.extend(part.strip() for part in SENTENCE_END.split(line) if part.strip())
+        carry = ""
+        for raw_part in SENTENCE_END.split(line):
+            part = raw_part.strip()
+            if not part:
+                continue
+            if _ENUMERATOR.fullmatch(part):
+                carry = f"{carry}{part} "
+                continue
+            out.append(carry + part)
+            carry = ""
+        if carry:
+            out.append(carry.strip())
     return out
 
 
@@ -104,7 +118,7 @@ def compress(
     passages: list[_Passage] = []
     whole: set[int] = set()
     for i, hit in enumerate(hits):
-        parts = sentences(hit.chunk.text)
+        parts = _without_title(sentences(hit.chunk.text), hit)
         cost = [estimate_tokens(p) + 1 for p in parts]
         score = [
             sum(weights.get(t, 0.0) for t in set(terms(p)))
@@ -128,9 +142,14 @@ def compress(
 
     def take_with_neighbours(p: _Passage, j: int) -> None:
         if take(p, j):
-            for d in range(1, cfg.neighbours + 1):
-                for nb in (j - d, j + d):
-                    if 0 <= nb < len(p.parts):
+            # A heading's neighbours are the lines under it: "3. ESCALATION TIMES" is
+            # answered by what follows, not by the end of the section before.
+            before = after = cfg.neighbours
+            if _is_heading(p.parts[j]):
+                before, after = 0, 2 * cfg.neighbours
+            for d in range(1, max(before, after) + 1):
+                for nb, wanted in ((j - d, d <= before), (j + d, d <= after)):
+                    if wanted and 0 <= nb < len(p.parts):
                         take(p, nb)
 
     cut = [p for i, p in enumerate(passages) if i not in whole and p.parts]
@@ -164,6 +183,19 @@ def compress(
         out.append(replace(p.hit, chunk=replace(p.hit.chunk, text=text)))
     after = sum(estimate_tokens(h.chunk.text) for h in out)
     return Compressed(tuple(out), before, after)
+
+
+def _without_title(parts: list[str], hit: Hit) -> list[str]:
+    """The sentences, less an opening line that repeats the title or heading (shown anyway)."""
+    names = {n.casefold() for n in (hit.chunk.title, hit.chunk.heading) if n}
+    if parts and parts[0].casefold() in names:
+        return parts[1:]
+    return parts
+
+
+def _is_heading(sentence: str) -> bool:
+    """A short line without closing punctuation: a section title ("3. ESCALATION TIMES")."""
+    return len(sentence) <= _HEADING_CHARS and not sentence.endswith((*_ENDS, ","))
 
 
 def _join(parts: Sequence[str], kept: Sequence[int]) -> str:

@@ -91,7 +91,7 @@ class EmbeddingConfig(_Model):
 class HybridConfig(_Model):
     method: Literal["rrf", "minmax"] = "minmax"
     rrf_k: int = Field(10, ge=1)
-    alpha: float = Field(0.4, ge=0, le=1)  # weight on the dense (embedding) score
+    alpha: float = Field(0.5, ge=0, le=1)  # weight on the dense (embedding) score
     candidates: int = Field(100, ge=1)
 
 
@@ -233,86 +233,86 @@ class RouterConfig(_Model):
 
     # Fitted on the 153 dev questions (`rag eval fit-router`, README); rag.yaml carries the same.
     sufficiency: LogisticParams = LogisticParams(
-        bias=0.870109,
+        bias=0.88329,
         weights={
-            "coverage_idf": -0.172505,
-            "coverage": 1.237164,
-            "coverage_all": -0.584797,
-            "unknown": -0.428529,
-            "margin": -0.245778,
-            "dense": 0.005989,
-            "terms": 0.226293,
+            "coverage_idf": 0.310729,
+            "coverage": 1.011146,
+            "coverage_all": -0.812651,
+            "unknown": -0.429015,
+            "margin": -0.268728,
+            "dense": -0.015332,
+            "terms": 0.289286,
         },
         means={
-            "coverage_idf": 0.676032,
-            "coverage": 0.709228,
-            "coverage_all": 0.777501,
+            "coverage_idf": 0.671912,
+            "coverage": 0.708069,
+            "coverage_all": 0.76389,
             "unknown": 0.074445,
-            "margin": 0.143284,
-            "dense": 0.544375,
+            "margin": 0.14543,
+            "dense": 0.542928,
             "terms": 1.794694,
         },
         scales={
-            "coverage_idf": 0.249198,
-            "coverage": 0.224906,
-            "coverage_all": 0.229176,
+            "coverage_idf": 0.253882,
+            "coverage": 0.225139,
+            "coverage_all": 0.240574,
             "unknown": 0.172939,
-            "margin": 0.166885,
-            "dense": 0.119088,
+            "margin": 0.168463,
+            "dense": 0.118095,
             "terms": 0.350579,
         },
     )
     draft: LogisticParams = LogisticParams(
-        bias=-0.663763,
+        bias=-0.461413,
         weights={
-            "sufficiency": 0.970831,
-            "coverage_idf": -0.389748,
-            "support": 0.948603,
-            "chars": -0.346464,
-            "cited": -0.139022,
-            "declines": 0.0,
-            "declines_suff": 0.0,
+            "sufficiency": 0.752328,
+            "coverage_idf": -0.53033,
+            "support": 0.965343,
+            "chars": -0.031793,
+            "cited": 0.032871,
+            "declines": -0.059893,
+            "declines_suff": -0.059893,
             "marker_first": 0.0,
-            "logprob_mean": 0.904181,
-            "logprob_min": 0.114052,
-            "title_share": -0.335858,
-            "new_share": -0.247116,
-            "number_missing": -0.172589,
+            "logprob_mean": -0.033317,
+            "logprob_min": 0.156598,
+            "title_share": -0.208358,
+            "new_share": -0.302929,
+            "number_missing": -0.201398,
         },
         means={
             "sufficiency": 0.686274,
-            "coverage_idf": 0.676032,
-            "support": 0.774542,
-            "chars": 4.210039,
-            "cited": 0.895425,
-            "declines": 0.0,
-            "declines_suff": 0.0,
+            "coverage_idf": 0.671912,
+            "support": 0.763527,
+            "chars": 4.211128,
+            "cited": 0.856209,
+            "declines": 0.006536,
+            "declines_suff": 0.002228,
             "marker_first": 0.0,
-            "logprob_mean": -0.225491,
-            "logprob_min": -1.159777,
-            "title_share": 0.015061,
-            "new_share": 0.46741,
-            "number_missing": 0.065359,
+            "logprob_mean": -0.22514,
+            "logprob_min": -1.175442,
+            "title_share": 0.008517,
+            "new_share": 0.470444,
+            "number_missing": 0.045752,
         },
         scales={
-            "sufficiency": 0.174077,
-            "coverage_idf": 0.249198,
-            "support": 0.21747,
-            "chars": 0.511559,
-            "cited": 0.306005,
-            "declines": 1.0,
-            "declines_suff": 1.0,
+            "sufficiency": 0.179072,
+            "coverage_idf": 0.253882,
+            "support": 0.217997,
+            "chars": 0.529509,
+            "cited": 0.350878,
+            "declines": 0.080581,
+            "declines_suff": 0.027471,
             "marker_first": 1.0,
-            "logprob_mean": 0.149548,
-            "logprob_min": 0.437961,
-            "title_share": 0.048871,
-            "new_share": 0.268127,
-            "number_missing": 0.247159,
+            "logprob_mean": 0.141688,
+            "logprob_min": 0.432945,
+            "title_share": 0.034859,
+            "new_share": 0.272852,
+            "number_missing": 0.208946,
         },
     )
-    keep_threshold: float = Field(0.305459, ge=0, le=1)
-    abstain_below: float = Field(0.95, ge=0, le=1)
-    skip_below: float = Field(0.2971, ge=0, le=1)
+    keep_threshold: float = Field(0.385062, ge=0, le=1)
+    abstain_below: float = Field(0.83, ge=0, le=1)
+    skip_below: float = Field(0.2592, ge=0, le=1)
     target_escalation: float = Field(0.35, ge=0, le=1)
 
 

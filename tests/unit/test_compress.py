@@ -85,3 +85,48 @@ def test_a_number_in_the_question_keeps_the_rows_with_numbers() -> None:
     # Without a number in the question the same budget goes to the words it shares.
     plain = compress("Who has to approve an expense claim?", hits, stats, cfg)
     assert "EUR 500.01" not in plain.hits[0].chunk.text
+
+
+def test_a_list_items_number_stays_with_its_sentence() -> None:
+    text = (
+        "1. Platform primary on call.\n2. Platform secondary after 10 minutes. Then rest.\na) one."
+    )
+    assert sentences(text) == [
+        "1. Platform primary on call.", "2. Platform secondary after 10 minutes.", "Then rest.",
+        "a) one.",
+    ]  # fmt: skip
+    assert sentences("Step 3. Do it.") == ["Step 3.", "Do it."]  # a word before it: a sentence
+
+
+def test_a_heading_that_matches_brings_the_lines_under_it_not_before_it() -> None:
+    # "3. ESCALATION TIMES" holds the question's words; the answer is the line below it.
+    text = (
+        f"{FILLER}\nWhen in doubt, pick the higher severity.\n3. ESCALATION TIMES\n"
+        "T+0 Primary on call is paged.\nAcknowledge within 5 minutes.\n"
+        f"T+10 min Secondary on call is paged.\n{FILLER}"
+    )
+    hits = hits_of(text)
+    cfg = ContextConfig(budget_tokens=40, whole_passage_tokens=0, neighbours=1)
+    out = compress("What are the escalation times?", hits, TermStats([h.chunk for h in hits]), cfg)
+    kept = out.hits[0].chunk.text
+    assert (
+        "3. ESCALATION TIMES\nT+0 Primary on call is paged.\nAcknowledge within 5 minutes." in kept
+    )
+    assert "pick the higher severity" not in kept
+    # A matching sentence that is not a heading keeps one neighbour on each side.
+    plain = (
+        compress("When is the primary paged?", hits, TermStats([h.chunk for h in hits]), cfg)
+        .hits[0]
+        .chunk.text
+    )
+    assert "3. ESCALATION TIMES\nT+0 Primary on call is paged.\nAcknowledge within" in plain
+
+
+def test_an_opening_line_that_repeats_the_title_is_not_paid_for_twice() -> None:
+    text = f"SUPPORT ESCALATION GUIDE\nWhen in doubt, ask in #support-escalations. {FILLER}"
+    hit = Hit(chunk(0, text, title="SUPPORT ESCALATION GUIDE"), 1.0, 1)
+    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=1)
+    out = compress("Where do I ask when in doubt?", [hit], TermStats([hit.chunk]), cfg)
+    kept = out.hits[0].chunk.text
+    assert kept.startswith("When in doubt, ask in #support-escalations.")  # no "…" before it
+    assert "SUPPORT ESCALATION GUIDE" not in kept  # format_source prints the title
