@@ -144,11 +144,11 @@ def compress(
         if take(p, j):
             # A heading's neighbours are the lines under it: "3. ESCALATION TIMES" is
             # answered by what follows, not by the end of the section before.
-            before = after = cfg.neighbours
+            back = ahead = cfg.neighbours
             if _is_heading(p.parts[j]):
-                before, after = 0, 2 * cfg.neighbours
-            for d in range(1, max(before, after) + 1):
-                for nb, wanted in ((j - d, d <= before), (j + d, d <= after)):
+                back, ahead = 0, 2 * cfg.neighbours
+            for d in range(1, max(back, ahead) + 1):
+                for nb, wanted in ((j - d, d <= back), (j + d, d <= ahead)):
                     if wanted and 0 <= nb < len(p.parts):
                         take(p, nb)
 
