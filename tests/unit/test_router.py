@@ -141,6 +141,17 @@ def test_the_router_records_the_draft_text_features() -> None:
     assert d.signals["new_share"] == 1.0  # neither is a word of the question
 
 
+def test_a_draft_taken_from_a_lower_ranked_passage_does_not_cite_the_top() -> None:
+    second = Chunk("c1", "d1", "guides/support.md", "Support", "Triage", "Ask in #help.", 0)
+    two = [*sources(), Source(2, Hit(second, 0.5, 2))]
+    top = policy().after_draft("hybrid", two, "Hotels are capped at 160 EUR [1].")
+    later = policy().after_draft("hybrid", two, "Ask in #help [2].")
+    uncited = policy().after_draft("hybrid", two, "Nothing here matches.")
+    assert top.signals["cites_top"] == 1.0
+    assert later.signals["cites_top"] == 0.0
+    assert uncited.signals["cites_top"] == 0.0
+
+
 def _rows(n: int, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     rows = []
