@@ -313,7 +313,7 @@ class RouterConfig(_Model):
             "cites_top": 0.464006,
         },
     )
-    keep_threshold: float = Field(0.38785, ge=0, le=1)
+    keep_threshold: float = Field(0.39153, ge=0, le=1)
     abstain_below: float = Field(0.83, ge=0, le=1)
     skip_below: float = Field(0.2592, ge=0, le=1)
     target_escalation: float = Field(0.35, ge=0, le=1)

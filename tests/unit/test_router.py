@@ -11,7 +11,7 @@ from rag.config import EscalationConfig, LogisticParams, RouterConfig
 from rag.errors import CorpusError
 from rag.escalation import POLICIES
 from rag.measure.eval.router_fit import fit_router, load_details
-from rag.router import RouterPolicy, draft_text_features
+from rag.router import RouterPolicy, draft_text_features, made_up_numbers
 from rag.types import Chunk, Hit, Source, Sufficiency, Usage
 
 PASSAGE = "Hotel expenses are capped at 160 EUR per night in Berlin."
@@ -150,6 +150,41 @@ def test_a_draft_taken_from_a_lower_ranked_passage_does_not_cite_the_top() -> No
     assert top.signals["cites_top"] == 1.0
     assert later.signals["cites_top"] == 0.0
     assert uncited.signals["cites_top"] == 0.0
+
+
+def test_a_number_no_passage_holds_is_made_up() -> None:
+    q = "How much can I spend on a hotel in Berlin?"
+    assert made_up_numbers(q, sources(), "Up to 160 EUR per night.") == []
+    assert made_up_numbers(q, sources(), "Up to 1,600 EUR or 95 EUR.") == ["1600", "95"]
+    assert made_up_numbers("Who books?", sources(), "Nobody.") == []
+
+
+def test_numbers_compare_normalised_and_as_words() -> None:
+    chunk = Chunk(
+        "c2", "d2", "ops/db.md", "DB", "Backups", "Two replicas; 1,870 rows; at 09:30.", 0
+    )
+    src = [Source(1, Hit(chunk, 1.0, 1))]
+    draft = "2 replicas hold 1870 rows from 9:30 after 5 days."
+    assert made_up_numbers("What happens after five days?", src, draft) == []
+    assert made_up_numbers("What happens later?", src, draft) == ["5"]
+
+
+def test_a_draft_with_a_made_up_number_is_abstained_or_escalated_never_kept() -> None:
+    draft = "Hotels are capped at 190 EUR per night [1]."  # well supported, but 190 is invented
+    weak = policy(abstain_below=0.5).after_draft(
+        "hybrid", sources(), draft, sufficiency=suff(0.4), question="What is the hotel cap?"
+    )
+    assert weak.abstain
+    assert "the draft states 190, which no passage holds" in weak.reason
+    assert weak.signals["made_up_numbers"] == ["190"]
+    strong = policy(abstain_below=0.5, keep_threshold=0.0).after_draft(
+        "hybrid", sources(), draft, sufficiency=suff(0.9), question="What is the hotel cap?"
+    )
+    assert strong.escalate and not strong.abstain
+    kept = policy(abstain_below=0.5, keep_threshold=0.0).after_draft(
+        "hybrid", sources(), "Hotels are capped at 160 EUR [1].", sufficiency=suff(0.9)
+    )
+    assert not kept.escalate and not kept.abstain
 
 
 def _rows(n: int, seed: int = 1) -> list[dict[str, Any]]:

@@ -45,7 +45,11 @@ def _ctx(row: dict[str, Any]) -> dict[str, float | None]:
 
 def _unsupported(row: dict[str, Any], min_support: float) -> bool:
     sig = row["signals"]
-    return bool(sig.get("evasive")) or float(sig.get("support") or 0.0) < min_support
+    return (
+        bool(sig.get("evasive"))
+        or bool(sig.get("made_up_numbers"))
+        or float(sig.get("support") or 0.0) < min_support
+    )
 
 
 def fit_router(
