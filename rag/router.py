@@ -98,12 +98,20 @@ _NUMBER_WORDS = {
 _WORD = re.compile(r"[a-z]+")
 
 
-def _numbers(text: str) -> set[str]:
-    """The numbers of ``text``, normalised: "1,870" = "1870", "09:30" = "9.30", "two" = "2"."""
-    found = set()
+def _digits(text: str) -> list[tuple[str, str]]:
+    """Each number written in digits in ``text``: (as written, less thousands commas; normalised).
+
+    Normalised: "1,870" = "1870", "09:30" = "9.30".
+    """
+    out = []
     for raw in _NUMBER.findall(_THOUSANDS.sub("", text)):
-        parts = re.split(r"[.,:]", raw)
-        found.add(".".join(p.lstrip("0") or "0" for p in parts))
+        out.append((raw, ".".join(p.lstrip("0") or "0" for p in re.split(r"[.,:]", raw))))
+    return out
+
+
+def _numbers(text: str) -> set[str]:
+    """The normalised numbers of ``text``, number words included ("two" = "2")."""
+    found = {norm for _raw, norm in _digits(text)}
     found.update(_NUMBER_WORDS[w] for w in _WORD.findall(text.casefold()) if w in _NUMBER_WORDS)
     return found
 
@@ -120,8 +128,7 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     for s in sources:
         known |= _numbers(chunk_text(s.chunk))
     out: list[str] = []
-    for raw in _NUMBER.findall(_THOUSANDS.sub("", draft)):
-        norm = ".".join(p.lstrip("0") or "0" for p in re.split(r"[.,:]", raw))
+    for raw, norm in _digits(draft):
         if norm not in known and raw not in out:
             out.append(raw)
     return out
