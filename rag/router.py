@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
 from rag.citations import content_tokens, strip_markers
@@ -134,6 +134,16 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     return out
 
 
+def unsupported(signals: Mapping[str, Any], min_support: float) -> bool:
+    """The draft is not backed by the passages: it declines, states a number none holds, or
+    too few of its words are in the passage it cites (the router's signals, live or recorded)."""
+    return (
+        bool(signals.get("evasive"))
+        or bool(signals.get("made_up_numbers"))
+        or float(signals.get("support") or 0.0) < min_support
+    )
+
+
 def draft_features(
     signals: dict[str, Any],
     sufficiency: Sufficiency | None,
@@ -219,12 +229,7 @@ class RouterPolicy(PolicyBase):
         }
         keep = self.router.keep_threshold
         declines = bool(feats["declines"])
-        unsupported = (
-            declines
-            or bool(made_up)
-            or feats["support"] is None
-            or (feats["support"] or 0) < self.cfg.min_support
-        )
+        backed = not unsupported(signals, self.cfg.min_support)
         if declines:
             why_draft = f'the draft says "{base.signals.get("evasive")}"'
         elif made_up:
@@ -232,7 +237,7 @@ class RouterPolicy(PolicyBase):
         else:
             why_draft = f"draft support {feats['support']:.2f}"
         ctx = f"context sufficiency {suff:.2f}" if suff is not None else "context not scored"
-        if suff is not None and suff < self.router.abstain_below and unsupported:
+        if suff is not None and suff < self.router.abstain_below and not backed:
             reason = (
                 f"abstained: {ctx} is below {self.router.abstain_below:.2f} and {why_draft} "
                 f"(the draft is not backed by the passages) — {_COVER}"

@@ -16,6 +16,7 @@ from typing import Any
 from rag.config import LogisticParams, RouterConfig
 from rag.errors import CorpusError
 from rag.router import DRAFT_FEATURES
+from rag.router import unsupported as is_unsupported
 from rag.sufficiency import FEATURES, fit_logistic, predict
 
 MAX_FALSE_ABSTAIN = 0.03  # on dev; the release target is 5% on test
@@ -43,15 +44,6 @@ def _ctx(row: dict[str, Any]) -> dict[str, float | None]:
     return {name: row["signals"].get(f"ctx_{name}") for name in FEATURES}
 
 
-def _unsupported(row: dict[str, Any], min_support: float) -> bool:
-    sig = row["signals"]
-    return (
-        bool(sig.get("evasive"))
-        or bool(sig.get("made_up_numbers"))
-        or float(sig.get("support") or 0.0) < min_support
-    )
-
-
 def fit_router(
     rows: Sequence[dict[str, Any]], target_escalation: float, min_support: float
 ) -> tuple[RouterConfig, dict[str, Any]]:
@@ -70,7 +62,7 @@ def fit_router(
     p_right = [predict(f, draft) for f in feats]
     answerable = [i for i, r in enumerate(rows) if not r["impossible"]]
     impossible = [i for i, r in enumerate(rows) if r["impossible"]]
-    unsupported = [_unsupported(r, min_support) for r in rows]
+    unsupported = [is_unsupported(r["signals"], min_support) for r in rows]
 
     # skip_below: abstain before drafting for at most 1% of answerable dev questions
     ranked = sorted(p_suff[i] for i in answerable)
