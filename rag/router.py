@@ -249,10 +249,13 @@ class RouterPolicy(PolicyBase):
                 f"(≥ {keep:.2f}); {ctx}, {why_draft}"
             )
             return Decision(False, "after", reason, signals)
-        reason = (
-            f"escalated: the router puts the chance the draft is right at {p_right:.2f}, "
-            f"below {keep:.2f} ({ctx}, {why_draft})"
-        )
+        if p_right >= keep:  # kept on its chance, but it states a number no passage holds
+            reason = f"escalated: {why_draft} (the router puts its chance at {p_right:.2f}; {ctx})"
+        else:
+            reason = (
+                f"escalated: the router puts the chance the draft is right at {p_right:.2f}, "
+                f"below {keep:.2f} ({ctx}, {why_draft})"
+            )
         return Decision(True, "after", reason, signals)
 
     # after_answer is PolicyBase's: the router never second-guesses the large model.

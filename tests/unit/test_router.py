@@ -181,6 +181,8 @@ def test_a_draft_with_a_made_up_number_is_abstained_or_escalated_never_kept() ->
         "hybrid", sources(), draft, sufficiency=suff(0.9), question="What is the hotel cap?"
     )
     assert strong.escalate and not strong.abstain
+    assert strong.reason.startswith("escalated: the draft states 190, which no passage holds")
+    assert "below" not in strong.reason  # its chance was above keep_threshold 0.0
     kept = policy(abstain_below=0.5, keep_threshold=0.0).after_draft(
         "hybrid", sources(), "Hotels are capped at 160 EUR [1].", sufficiency=suff(0.9)
     )
