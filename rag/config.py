@@ -93,6 +93,8 @@ class HybridConfig(_Model):
     rrf_k: int = Field(10, ge=1)
     alpha: float = Field(0.5, ge=0, le=1)  # weight on the dense (embedding) score
     candidates: int = Field(100, ge=1)
+    # added to the fused score times the question's IDF share held by a passage's document title
+    title_boost: float = Field(0.2, ge=0, le=1)
 
 
 class MilvusConfig(_Model):

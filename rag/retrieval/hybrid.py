@@ -7,6 +7,14 @@ Two fusion methods (``retrieval.hybrid.method``):
   (best -> 1, worst -> 0; a list whose scores are all equal -> 1), then
   ``score = alpha * dense + (1 - alpha) * sparse``; a chunk missing from a list counts 0 there.
 
+Title boost (``retrieval.hybrid.title_boost``, b): after fusing, each candidate gains
+``b * share``, where share is the part of the question's IDF weight (corpus term statistics,
+``rag.termstats``) held by the words of its document's title. Internal documents are titled
+for what they are about ("ON-CALL ESCALATION AND CONTACTS"), and a short question ("What is
+the on-call escalation policy?") is often just that title paraphrased; the body text of
+another document that mentions escalation can otherwise outscore it. With ``minmax`` b is in
+units of the fused score (0-1); with ``rrf`` fused scores are small, so b must be too.
+
 Ties (RRF makes many: rank 3 in one list alone scores the same whichever list it is) are broken
 by the better best rank across the two lists, then by chunk id, so results are deterministic.
 Every candidate is kept, so a min-max score can be 0 (the worst of one list, absent from the other).
@@ -17,7 +25,8 @@ cross-encoder ships offline, so rag.yaml has no switch for one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +38,7 @@ from rag.retrieval.base import (
     check_k,
     search_many,
 )
+from rag.termstats import TermStats, terms
 from rag.types import Chunk, Hit
 
 
@@ -48,8 +58,36 @@ def _normalised(hits: Sequence[Hit]) -> dict[str, float]:
     return {h.chunk.id: (h.score - low) / (high - low) for h in hits}
 
 
-def fuse(sparse: Sequence[Hit], dense: Sequence[Hit], config: HybridConfig, k: int) -> list[Hit]:
-    """Fuse two ranked candidate lists by ``config.method``; at most k hits, ties deterministic."""
+@lru_cache(maxsize=4096)
+def _title_terms(title: str) -> frozenset[str]:
+    return frozenset(terms(title))
+
+
+def title_shares(query: str, chunks: Sequence[Chunk], stats: TermStats) -> dict[str, float]:
+    """Each chunk's share (0-1) of the query's IDF weight found in its document title."""
+    weights = stats.weights(terms(query))
+    total = sum(weights.values())
+    if total <= 0:
+        return {}
+    shares = {}
+    for chunk in chunks:
+        held = sum(w for t, w in weights.items() if t in _title_terms(chunk.title))
+        if held > 0:
+            shares[chunk.id] = held / total
+    return shares
+
+
+def fuse(
+    sparse: Sequence[Hit],
+    dense: Sequence[Hit],
+    config: HybridConfig,
+    k: int,
+    bonus: Mapping[str, float] | None = None,
+) -> list[Hit]:
+    """Fuse two ranked candidate lists by ``config.method``; at most k hits, ties deterministic.
+
+    ``bonus`` (chunk id -> score) is added to the fused score of the candidates it names.
+    """
     check_k(k)
     chunks: dict[str, Chunk] = {}
     best_rank: dict[str, int] = {}
@@ -66,6 +104,9 @@ def fuse(sparse: Sequence[Hit], dense: Sequence[Hit], config: HybridConfig, k: i
         for weight, hits in ((1.0 - config.alpha, sparse), (config.alpha, dense)):
             for cid, norm in _normalised(hits).items():
                 fused[cid] += weight * norm
+    for cid, extra in (bonus or {}).items():
+        if cid in fused:
+            fused[cid] += extra
     order = sorted(fused, key=lambda cid: (-fused[cid], best_rank[cid], cid))[:k]
     return [Hit(chunk=chunks[cid], score=fused[cid], rank=r) for r, cid in enumerate(order, 1)]
 
@@ -81,11 +122,16 @@ class HybridRetriever:
         dense: Retriever,
         config: HybridConfig | None = None,
         reranker: Reranker | None = None,
+        chunks: Sequence[Chunk] = (),
     ) -> None:
+        """``chunks``: what both sides were built on, when they were built outside this object
+        (the title boost's IDF is computed over them); build() and load() set them too."""
         self.sparse = sparse
         self.dense = dense
         self.config = config if config is not None else HybridConfig()
         self.reranker = reranker
+        self._chunks: Sequence[Chunk] = chunks
+        self._stats: TermStats | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> HybridRetriever:
@@ -103,10 +149,25 @@ class HybridRetriever:
         """Build both sides on the same chunks."""
         self.sparse.build(chunks)
         self.dense.build(chunks)
+        self._use(chunks)
+
+    def _use(self, chunks: Sequence[Chunk]) -> None:
+        self._chunks, self._stats = chunks, None
+
+    def _title_bonus(self, query: str, sparse: list[Hit], dense: list[Hit]) -> dict[str, float]:
+        boost = self.config.title_boost
+        if boost <= 0:
+            return {}
+        if self._stats is None:  # IDF over the indexed chunks, computed on first use
+            self._stats = TermStats(self._chunks)
+        candidates = {h.chunk.id: h.chunk for h in (*sparse, *dense)}
+        shares = title_shares(query, list(candidates.values()), self._stats)
+        return {cid: boost * share for cid, share in shares.items()}
 
     def _finish(self, query: str, sparse: list[Hit], dense: list[Hit], k: int) -> list[Hit]:
         pool = max(k, self.config.candidates)
-        hits = fuse(sparse, dense, self.config, pool if self.reranker else k)
+        bonus = self._title_bonus(query, sparse, dense)
+        hits = fuse(sparse, dense, self.config, pool if self.reranker else k, bonus)
         if self.reranker is not None and hits:
             return self.reranker.rerank(query, hits, k)[:k]
         return hits
@@ -135,6 +196,7 @@ class HybridRetriever:
         """Load each side from ``folder/bm25`` and ``folder/embedding``."""
         self.sparse.load(folder / "bm25", chunks)
         self.dense.load(folder / "embedding", chunks)
+        self._use(chunks)
 
     def reuse(self, folder: Path) -> int:
         """Offer the embedding side vectors saved under ``folder``; returns how many it took."""

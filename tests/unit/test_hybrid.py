@@ -162,3 +162,78 @@ def test_there_is_no_rerank_setting_to_turn_on() -> None:
     """No cross-encoder ships offline, so rag.yaml offers no switch that could only be refused."""
     with pytest.raises(ConfigError, match=r"retrieval\.rerank: Extra inputs are not permitted"):
         load_config(None, environ={"RAG__RETRIEVAL__RERANK": "true"})
+
+
+# ---- title boost ----
+
+ONCALL = Chunk(
+    id="oncall.txt#0",
+    doc_id="oncall.txt",
+    path="oncall.txt",
+    title="ON-CALL ESCALATION AND CONTACTS",
+    heading="",
+    text="Escalation steps: page the platform primary; if there is no answer, page the secondary.",
+    ordinal=0,
+)
+AUTH = Chunk(
+    id="auth.md#3",
+    doc_id="auth.md",
+    path="auth.md",
+    title="Auth service runbook",
+    heading="Escalation",
+    text="Escalation: the on-call engineer escalates to the auth team lead; escalation policy "
+    "for auth outages follows the on-call escalation policy.",
+    ordinal=3,
+)
+OTHERS = [
+    Chunk(id=f"doc{i}.md#0", doc_id=f"doc{i}.md", path=f"doc{i}.md", title=f"Guide {i}",
+          heading="", text=f"Filler {i}: the travel policy covers laptops.", ordinal=0)
+    for i in range(6)
+]  # fmt: skip
+
+
+def boosted(boost: float) -> HybridRetriever:
+    retriever = HybridRetriever(
+        BM25Retriever(), HashedTrigramRetriever(), HybridConfig(title_boost=boost)
+    )
+    retriever.build([ONCALL, AUTH, *OTHERS])
+    return retriever
+
+
+def test_title_shares_are_the_query_idf_held_by_the_title() -> None:
+    from rag.retrieval.hybrid import title_shares
+    from rag.termstats import TermStats, terms
+
+    stats = TermStats([ONCALL, AUTH, *OTHERS])
+    query = "What is the on-call escalation policy?"
+    shares = title_shares(query, [ONCALL, AUTH, OTHERS[0]], stats)
+    weights = stats.weights(terms(query))
+    held = sum(w for t, w in weights.items() if t in set(terms(ONCALL.title)))
+    assert shares[ONCALL.id] == pytest.approx(held / sum(weights.values()))
+    assert 0 < shares[ONCALL.id] < 1  # "policy" is not in the title
+    assert AUTH.id not in shares and OTHERS[0].id not in shares  # no question word in their titles
+    assert title_shares("the of and", [ONCALL], stats) == {}  # no content word: no share
+
+
+def test_a_title_boost_lifts_the_document_titled_for_the_question() -> None:
+    query = "What is the on-call escalation policy?"
+    assert boosted(0.0).search(query, 2)[0].chunk.id == AUTH.id  # its body says it all twice
+    top = boosted(0.5).search(query, 2)
+    assert top[0].chunk.id == ONCALL.id
+    plain = {h.chunk.id: h.score for h in boosted(0.0).search(query, 2)}
+    assert top[0].score > plain[ONCALL.id]  # the bonus is added to the fused score
+
+
+def test_fuse_adds_a_bonus_only_to_candidates() -> None:
+    hits = fuse(SPARSE, DENSE, HybridConfig(method="minmax", alpha=0.4), 10, {"B": 0.5, "Z": 9})
+    assert scored(hits) == [("B", 0.8), ("A", 0.6), ("C", 0.4), ("D", 0.0)]
+
+
+def test_sides_built_outside_rank_the_same_when_given_the_chunks() -> None:
+    chunks = [ONCALL, AUTH, *OTHERS]
+    sparse, dense = BM25Retriever(), HashedTrigramRetriever()
+    sparse.build(chunks)
+    dense.build(chunks)
+    composed = HybridRetriever(sparse, dense, HybridConfig(title_boost=0.3), chunks=chunks)
+    query = "on-call escalation policy"
+    assert composed.search(query, 3) == boosted(0.3).search(query, 3)

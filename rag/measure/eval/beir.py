@@ -181,7 +181,9 @@ def eval_retrieval(
             from rag.retrieval.hybrid import HybridRetriever
 
             (sparse, s_s), (dense, d_s) = built["bm25"], built["embedding"]
-            retriever: Retriever = HybridRetriever(sparse, dense, cfg.retrieval.hybrid)
+            retriever: Retriever = HybridRetriever(
+                sparse, dense, cfg.retrieval.hybrid, chunks=corpus
+            )
             build_s = s_s + d_s
         else:
             retriever, build_s = _timed_build(partial(factory, name, cfg), corpus)
