@@ -41,6 +41,11 @@ TOP_PASSAGE_SENTENCES = 3
 _HEADING_CHARS = 60
 
 _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
+# Plain-text tables: columns are separated by runs of spaces ("Payments    payments-gateway
+# Payments Primary"), under a ruler of dashes. A row is a sentence of its own, not a wrapped
+# line to run on into the next one; a ruler says nothing and is left out.
+_COLUMNS = re.compile(r"\S {2,}\S")
+_RULER = re.compile(r"[-=+|: ]*-{3,}[-=+|: ]*")
 # A list item's number or letter is not a sentence: "1. Platform primary on call." is one.
 _ENUMERATOR = re.compile(r"(\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[.)]")
 
@@ -49,7 +54,8 @@ def sentences(text: str) -> list[str]:
     """``text`` cut into sentences; list items and table rows are sentences of their own.
 
     A long line that does not end a sentence runs on into the next one (PDF text is wrapped
-    at the page width), unless the next line starts a list item or a table row.
+    at the page width), unless the next line starts a list item or is a table row (columns
+    apart by two or more spaces); a ruler line of dashes is dropped.
     """
     lines: list[str] = []
     for raw in text.splitlines():
@@ -57,8 +63,16 @@ def sentences(text: str) -> list[str]:
         if not line:
             lines.append("")
             continue
+        if _RULER.fullmatch(line):
+            continue
         prev = lines[-1] if lines else ""
-        if prev and len(prev) >= _WRAP and not prev.endswith(_ENDS) and not _ITEM.match(line):
+        if (
+            prev
+            and len(prev) >= _WRAP
+            and not prev.endswith(_ENDS)
+            and not _ITEM.match(line)
+            and not _COLUMNS.search(line)
+        ):
             lines[-1] = f"{prev} {line}"
         else:
             lines.append(line)

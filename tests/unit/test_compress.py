@@ -130,3 +130,26 @@ def test_an_opening_line_that_repeats_the_title_is_not_paid_for_twice() -> None:
     kept = out.hits[0].chunk.text
     assert kept.startswith("When in doubt, ask in #support-escalations.")  # no "…" before it
     assert "SUPPORT ESCALATION GUIDE" not in kept  # format_source prints the title
+
+
+def test_plain_text_table_rows_are_sentences_and_rulers_are_dropped() -> None:
+    text = (
+        "Every product team is on call for the services it owns and for the shared parts\n"
+        "\n"
+        "  Rotation            Services                                   PagerDuty schedule\n"
+        "  ------------------  -----------------------------------------  --------------------\n"
+        "  Payments            payments-gateway                           Payments Primary\n"
+        "  Platform            auth-service, notify-service               Platform Primary\n"
+        "\n"
+        "  SEV1  Customer-facing outage of a core function (sign-in, invoicing, payments),\n"
+        "        OR payment processing failing for more than 5% of attempts.\n"
+    )
+    assert sentences(text) == [
+        "Every product team is on call for the services it owns and for the shared parts",
+        "Rotation            Services                                   PagerDuty schedule",
+        "Payments            payments-gateway                           Payments Primary",
+        "Platform            auth-service, notify-service               Platform Primary",
+        # a wrapped cell still runs on: its next line has no columns
+        "SEV1  Customer-facing outage of a core function (sign-in, invoicing, payments), "
+        "OR payment processing failing for more than 5% of attempts.",
+    ]
