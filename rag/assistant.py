@@ -26,9 +26,8 @@ from rag.prompts import (
 from rag.retrieval.base import HasDenseSide, HasSparseSide
 from rag.sufficiency import features as sufficiency_features
 from rag.sufficiency import predict
-from rag.termstats import TermStats
+from rag.termstats import TermStats, stats_for
 from rag.types import (
-    Chunk,
     ContextPacked,
     Decision,
     Done,
@@ -112,7 +111,6 @@ class Assistant:
         self.slm = slm
         self.llm = llm
         self.policy = policy
-        self._stats: tuple[list[Chunk], TermStats] | None = None
         self._signals = SignalPolicy(cfg.escalation)
 
     # ---- input ----
@@ -409,11 +407,8 @@ class Assistant:
         yield Done(final, final_model, sources, citations, metrics, abstained)
 
     def _term_stats(self, name: str) -> TermStats:
-        """IDF over the chunks of the index in use, rebuilt when that chunk list changes."""
-        chunks = self.index.chunks(name)
-        if self._stats is None or self._stats[0] is not chunks:
-            self._stats = (chunks, TermStats(chunks))
-        return self._stats[1]
+        """IDF over the chunks of the index in use, recomputed when that chunk list changes."""
+        return stats_for(self.index.chunks(name))
 
     def assess(
         self, question: str, name: str, hits: Sequence[Hit], stats: TermStats

@@ -56,3 +56,19 @@ class TermStats:
     def weights(self, words: Sequence[str]) -> dict[str, float]:
         """Each distinct term of ``words`` with its IDF."""
         return {t: self.idf(t) for t in dict.fromkeys(words)}
+
+
+_SHARED: list[tuple[Sequence[Chunk], TermStats]] = []  # recent chunk lists and their statistics
+_SHARED_MAX = 4  # one per open index (lexical, bm25, embedding, hybrid)
+
+
+def stats_for(chunks: Sequence[Chunk]) -> TermStats:
+    """The statistics of one chunk list (by identity), computed once and shared: the assistant
+    (sufficiency, compression) and hybrid's title boost read the same index's IDF."""
+    for seen, stats in _SHARED:
+        if seen is chunks:
+            return stats
+    stats = TermStats(chunks)
+    _SHARED.insert(0, (chunks, stats))
+    del _SHARED[_SHARED_MAX:]
+    return stats

@@ -38,7 +38,7 @@ from rag.retrieval.base import (
     check_k,
     search_many,
 )
-from rag.termstats import TermStats, terms
+from rag.termstats import TermStats, stats_for, terms
 from rag.types import Chunk, Hit
 
 
@@ -131,7 +131,6 @@ class HybridRetriever:
         self.config = config if config is not None else HybridConfig()
         self.reranker = reranker
         self._chunks: Sequence[Chunk] = chunks
-        self._stats: TermStats | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> HybridRetriever:
@@ -149,19 +148,14 @@ class HybridRetriever:
         """Build both sides on the same chunks."""
         self.sparse.build(chunks)
         self.dense.build(chunks)
-        self._use(chunks)
-
-    def _use(self, chunks: Sequence[Chunk]) -> None:
-        self._chunks, self._stats = chunks, None
+        self._chunks = chunks
 
     def _title_bonus(self, query: str, sparse: list[Hit], dense: list[Hit]) -> dict[str, float]:
         boost = self.config.title_boost
         if boost <= 0:
             return {}
-        if self._stats is None:  # IDF over the indexed chunks, computed on first use
-            self._stats = TermStats(self._chunks)
         candidates = {h.chunk.id: h.chunk for h in (*sparse, *dense)}
-        shares = title_shares(query, list(candidates.values()), self._stats)
+        shares = title_shares(query, list(candidates.values()), stats_for(self._chunks))
         return {cid: boost * share for cid, share in shares.items()}
 
     def _finish(self, query: str, sparse: list[Hit], dense: list[Hit], k: int) -> list[Hit]:
@@ -196,7 +190,7 @@ class HybridRetriever:
         """Load each side from ``folder/bm25`` and ``folder/embedding``."""
         self.sparse.load(folder / "bm25", chunks)
         self.dense.load(folder / "embedding", chunks)
-        self._use(chunks)
+        self._chunks = chunks
 
     def reuse(self, folder: Path) -> int:
         """Offer the embedding side vectors saved under ``folder``; returns how many it took."""

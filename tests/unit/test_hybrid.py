@@ -11,7 +11,7 @@ from rag.errors import ConfigError
 from rag.retrieval.bm25 import BM25Retriever
 from rag.retrieval.hybrid import HybridRetriever, fuse
 from rag.types import Chunk, Hit
-from tests.unit.retriever_contract import CORPUS, HashedTrigramRetriever
+from tests.unit.retriever_contract import CORPUS, HashedTrigramRetriever, chunk
 
 
 def c(cid: str) -> Chunk:
@@ -166,30 +166,23 @@ def test_there_is_no_rerank_setting_to_turn_on() -> None:
 
 # ---- title boost ----
 
-ONCALL = Chunk(
-    id="oncall.txt#0",
-    doc_id="oncall.txt",
-    path="oncall.txt",
-    title="ON-CALL ESCALATION AND CONTACTS",
-    heading="",
-    text="Escalation steps: page the platform primary; if there is no answer, page the secondary.",
-    ordinal=0,
+ONCALL = chunk(
+    "oncall.txt#0",
+    "ON-CALL ESCALATION AND CONTACTS",
+    "",
+    "Escalation steps: page the platform primary; if there is no answer, page the secondary.",
 )
-AUTH = Chunk(
-    id="auth.md#3",
-    doc_id="auth.md",
-    path="auth.md",
-    title="Auth service runbook",
-    heading="Escalation",
-    text="Escalation: the on-call engineer escalates to the auth team lead; escalation policy "
+AUTH = chunk(
+    "auth.md#3",
+    "Auth service runbook",
+    "Escalation",
+    "Escalation: the on-call engineer escalates to the auth team lead; escalation policy "
     "for auth outages follows the on-call escalation policy.",
-    ordinal=3,
 )
 OTHERS = [
-    Chunk(id=f"doc{i}.md#0", doc_id=f"doc{i}.md", path=f"doc{i}.md", title=f"Guide {i}",
-          heading="", text=f"Filler {i}: the travel policy covers laptops.", ordinal=0)
+    chunk(f"doc{i}.md#0", f"Guide {i}", "", f"Filler {i}: the travel policy covers laptops.")
     for i in range(6)
-]  # fmt: skip
+]
 
 
 def boosted(boost: float) -> HybridRetriever:
@@ -237,3 +230,13 @@ def test_sides_built_outside_rank_the_same_when_given_the_chunks() -> None:
     composed = HybridRetriever(sparse, dense, HybridConfig(title_boost=0.3), chunks=chunks)
     query = "on-call escalation policy"
     assert composed.search(query, 3) == boosted(0.3).search(query, 3)
+
+
+def test_the_boost_and_the_assistant_share_one_statistics_per_chunk_list() -> None:
+    from rag.termstats import stats_for
+
+    chunks = [ONCALL, AUTH, *OTHERS]
+    assert stats_for(chunks) is stats_for(chunks)  # computed once per index
+    again = list(chunks)  # an upload gives the index a new chunk list: new statistics
+    assert stats_for(again) is not stats_for(chunks)
+    assert stats_for(again).df == stats_for(chunks).df
