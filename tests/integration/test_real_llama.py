@@ -175,3 +175,39 @@ def test_stream_reports_timings_usage_and_logprobs(smol_server: ServerSpec) -> N
         assert u.logprob_min <= u.logprob_mean <= 0
     # the shared system prompt is reused from the KV cache, not read again
     assert second.cached_tokens is not None and second.cached_tokens > 100
+
+
+# -- does the installed llama.cpp run on this CPU? ---------------------------------------------
+
+
+def test_run_check_passes_once_per_build_and_names_a_failure(tmp_path: Path) -> None:
+    from rag.models.artifacts.runcheck import STAMP, check_llama_runs, llama_build_key
+
+    try:
+        gguf = smollm2_path()
+    except Exception as exc:
+        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    lines: list[str] = []
+    assert check_llama_runs(gguf, tmp_path, lines.append) == "verified"  # a real child process
+    assert json.loads((tmp_path / STAMP).read_text())["build"] == llama_build_key()
+    assert check_llama_runs(gguf, tmp_path, lines.append) == "verified earlier"
+    assert len(lines) == 1 and "checking that llama.cpp runs" in lines[0]
+    # another build (the stamp's key differs) is checked again; a file that is no model fails
+    # with the child's exit code, its last words and the fix, and leaves the stamp alone
+    (tmp_path / STAMP).write_text(json.dumps({"build": "another build"}))
+    bad = tmp_path / "not-a-model.gguf"
+    bad.write_bytes(b"GGUF but not really")
+    with pytest.raises(ModelError) as err:
+        check_llama_runs(bad, tmp_path, lines.append)
+    assert "exit code 1" in str(err.value) and "make llama-rebuild" in str(err.value)
+    assert err.value.kind == "start"
+    assert json.loads((tmp_path / STAMP).read_text())["build"] == "another build"
+
+
+def test_run_check_names_the_signal_that_killed_the_child() -> None:
+    from rag.models.artifacts.runcheck import failure_message
+
+    # what the AMX build did here: SIGSEGV (general protection fault at ldtilecfg)
+    msg = failure_message(-11, "line 1\nline 2\n", Path("m.gguf"))
+    assert "crashed on this CPU" in msg and "SIGSEGV" in msg and "m.gguf" in msg
+    assert "make llama-rebuild" in msg and msg.endswith("line 1\nline 2")

@@ -39,6 +39,7 @@ from rag.models.artifacts.pins import (
     GgufSpec,
     Part,
 )
+from rag.models.artifacts.runcheck import check_llama_runs
 
 if TYPE_CHECKING:
     from rag.config import Config
@@ -55,6 +56,8 @@ def build_all(
             summary[spec.name] = build_gguf(spec, models_dir(cfg.data_dir), progress)
         path = verify_smollm2(models_dir(cfg.data_dir))
         summary[SMOLLM2_NAME] = {"path": str(path), "sha256": SMOLLM2.sha256, "status": "verified"}
+        # A build that cannot run on this CPU stops here, not at the chat's first question.
+        summary["llama_cpp"] = check_llama_runs(path, models_dir(cfg.data_dir), progress)
     return summary
 
 
@@ -73,6 +76,7 @@ __all__ = [
     "build_all",
     "build_embedding",
     "build_gguf",
+    "check_llama_runs",
     "embedding_model_dir",
     "gguf_path",
     "locate_part",
