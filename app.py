@@ -79,7 +79,7 @@ async def on_chat_start() -> None:
     welcome = cl.Message(content=f"⏳ Opening the {name} index of `{CTX.cfg.corpus.path}`…")
     await welcome.send()
     try:
-        _, status = await cl.make_async(CTX.assistant.index.open)(name)
+        status = await cl.make_async(CTX.assistant.prepare)(name)
         line = f"ℹ️ {status.message} ({status.seconds:.1f} s)."
     except RagError as exc:
         line = f"⚠️ The {name} index could not be opened: {exc}"

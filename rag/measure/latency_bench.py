@@ -143,12 +143,17 @@ async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
     )
 
 
-def summarise(name: str, rows: Sequence[_Row], first: _Row | None = None) -> dict[str, Any]:
+def summarise(
+    name: str, rows: Sequence[_Row], first: _Row | None = None, again: _Row | None = None
+) -> dict[str, Any]:
     """One output line: medians and p95s over the questions, gold_in_context over answerable.
 
     ``first`` is the warm-up question, asked first after the servers' own warm-up (as after
-    ``rag serve``): its prompt-reading speed against the timed questions' median says whether
-    the first question of a session still pays for a cold model.
+    ``rag serve``); ``again`` is the same question asked once more after the timed ones. Both
+    read the same prompt past the same cached system prompt, so ``first_slowdown`` (the first
+    asking's time over the second's, minus one) says what being first still costs; set against
+    the timed questions' median instead, the first question's speed also carries how its prompt
+    differs from theirs.
     """
     prompts = [float(r.prompt_tokens) for r in rows if r.prompt_tokens is not None]
     ttfts = [r.ttft_ms for r in rows if r.ttft_ms is not None]
@@ -174,12 +179,30 @@ def summarise(name: str, rows: Sequence[_Row], first: _Row | None = None) -> dic
         "prompt_tps_p50": p50(tps),
         "first_prompt_tps": round(first.prompt_tps, 1) if first and first.prompt_tps else None,
         "first_total_ms": round(first.total_ms, 1) if first else None,
+        "again_prompt_tps": round(again.prompt_tps, 1) if again and again.prompt_tps else None,
+        "again_total_ms": round(again.total_ms, 1) if again else None,
+        "first_slowdown": _slowdown(first, again),
         # medians of each part over the answers that have it (a stage only when it ran)
         "breakdown_p50": {
             k: p50([r.parts[k] for r in rows if k in r.parts])
             for k in dict.fromkeys(k for r in rows for k in r.parts)
         },
     }
+
+
+def _slowdown(first: _Row | None, again: _Row | None) -> dict[str, float] | None:
+    """The first asking of one question against its second: time ratio minus one, per part.
+
+    ``prompt``: the small model's prompt reading (the same tokens both times), ``total``: the
+    question's whole answer. None when the question was not asked twice.
+    """
+    if first is None or again is None:
+        return None
+    out = {"total": round(first.total_ms / again.total_ms - 1, 3)} if again.total_ms else {}
+    a, b = first.parts.get("draft.prompt_ms"), again.parts.get("draft.prompt_ms")
+    if a is not None and b:
+        out["prompt"] = round(a / b - 1, 3)
+    return out
 
 
 async def bench_config(
@@ -189,7 +212,8 @@ async def bench_config(
     progress: Callable[[str], None] = lambda _m: None,
     warmup: QAItem | None = None,
 ) -> dict[str, Any]:
-    """Ask ``warmup`` (not counted), then time every question through Assistant.ask."""
+    """Ask ``warmup`` (not counted), time every question through Assistant.ask, then ask
+    ``warmup`` again (not counted): the same question first and later, for ``first_slowdown``."""
     assistant = build_assistant(cfg, progress)
     try:
         first = await _one(assistant, warmup) if warmup is not None else None
@@ -202,7 +226,8 @@ async def bench_config(
                     f"[{name} {n}/{len(items)}] {item.id} first token {row.ttft_ms or 0:.0f} ms, "
                     f"total {row.total_ms:.0f} ms"
                 )
-        return summarise(name, rows, first)
+        again = await _one(assistant, warmup) if warmup is not None and rows else None
+        return summarise(name, rows, first, again)
     finally:
         for model in (assistant.slm, assistant.llm):
             close = getattr(model, "aclose", None)

@@ -820,3 +820,26 @@ def test_hybrid_weak_context_slider_reaches_the_signal_policy(
     high = done_of(ask(build_assistant(cfg), Q_MEALS, weak_context=1000.0))
     assert high.abstained and high.model == "policy"
     assert "below 1000" in high.answer and "bm25" in high.answer
+
+
+def test_prepare_opens_the_index_and_warms_the_first_search(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The chat's first question must not pay for loading the query encoder and the IDF table."""
+    from rag import termstats
+
+    built = Path(__file__).resolve().parents[2] / ".rag" / "models"
+    if not (built / "all-MiniLM-L6-v2").exists():
+        pytest.skip("the embedding model is not built (rag models build)")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "models").symlink_to(built)
+    cfg = make_config(tmp_path, fake.base_url, retrieval__retriever="hybrid")
+    assert build_assistant(cfg).prepare("hybrid").action == "built"
+    assistant = build_assistant(cfg)  # a new process would load the index built above
+    status = assistant.prepare("hybrid")
+    assert status.action == "loaded" and assistant.index.open_names() == ["hybrid"]
+    fused = assistant.index.get("hybrid")
+    assert fused.dense._encoder is not None  # type: ignore[attr-defined]  # loaded on search
+    chunks = assistant.index.chunks("hybrid")
+    assert any(seen is chunks for seen, _stats in termstats._SHARED)
+    assert not fake.requests  # no model was asked

@@ -181,6 +181,7 @@ def test_bench_latency_prints_one_line_per_configuration(
 ) -> None:
     fake_openai.set_default(SLM, GOOD_DRAFT)
     fake_openai.set_default(LLM, LLM_ANSWER)
+    fake_openai.configure(SLM, timings=True, first_token_delay_s=0.05)
     qa = tmp_path / "qa"
     qa.mkdir()
     rows = [("q1", Q_MEALS, ["45 euros"], False), ("q2", "Who do I call when on call?", [], True),
@@ -216,11 +217,16 @@ def test_bench_latency_prints_one_line_per_configuration(
         assert row["prompt_tokens_p50"] > 0
         assert row["slm_ttft_ms_p50"] > 0  # the small model drafted
         assert row["first_total_ms"] > 0  # the warm-up question: q4, outside the timed three
+        # ... asked again after the timed three: the same question first and later
+        assert row["again_total_ms"] > 0
+        slowdown = row["first_total_ms"] / row["again_total_ms"] - 1  # of the rounded times
+        assert row["first_slowdown"]["total"] == pytest.approx(slowdown, abs=0.01)
+        assert "prompt" in row["first_slowdown"]  # the fake server reports timings
         parts = row["breakdown_p50"]
         assert parts["draft.prompt_tokens"] == row["prompt_tokens_p50"]
         assert 0 < parts["draft.ttft_ms"] <= parts["draft.total_ms"]  # medians over drafts
         assert parts["total_ms"] == row["total_ms_p50"] and parts["retrieval_ms"] >= 0
-    # each pass: one warm-up question plus three; only `default` asks the small model for logprobs
+    # each pass: the warm-up question, three, the warm-up question again; only `default` asks the small model for logprobs
     slm = fake_openai.requests_for(SLM)
     assert len(slm) >= 4 and len(slm) % 2 == 0
     half = len(slm) // 2
