@@ -12,21 +12,36 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: install system-deps models index run test lint typecheck pytest audit quick clean \
 	llama-wheel llama-rebuild
 
-# llama-cpp-python compiles llama.cpp from source (~11 min on 2 cores). Its default build
+# llama-cpp-python compiles llama.cpp from source (~6-11 min on 2 cores). Its default build
 # targets the compiling CPU (-march=native): on a CPU that reports AMX, inside a VM that does not
 # enable AMX, that build crashes at the first question (rag/models/artifacts/runcheck.py). So on
-# x86-64 a portable x86-64-v3 build (AVX2, FMA, F16C), elsewhere llama.cpp's default. The wheel is
-# built once per machine into a folder named by those flags: pip's own wheel cache does not know
-# the flags and would hand back a build made with other ones.
+# x86-64 LLAMA_CPU picks the instructions, never AMX:
+#   x86-64-v3  AVX2, FMA, F16C: any x86-64 CPU of the last decade. The default; the README's
+#              figures and the router's fit were measured on it.
+#   x86-64-v4  v3 plus AVX-512 (VNNI, VBMI, BF16): prompt reading 1.54x as fast on this
+#              project's AVX-512 machines (README), but the models' greedy drafts may differ
+#              from v3's, so refit the router before relying on its figures.
+#   native     llama.cpp's own default (-march=native; AMX where the CPU reports it).
+# e.g. `make llama-rebuild LLAMA_CPU=x86-64-v4`. The wheel is built once per machine into a
+# folder named by the flags: pip's own wheel cache does not know them and would hand back a build
+# made with other ones.
 LLAMA_VERSION := 0.3.36
-ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-LLAMA_TAG := x86-64-v3
-else
+LLAMA_CPU ?= x86-64-v3
+LLAMA_V3 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+ifneq ($(shell uname -m),x86_64)
+LLAMA_CPU := default
 LLAMA_CMAKE_ARGS ?=
-LLAMA_TAG := default
+else ifeq ($(LLAMA_CPU),x86-64-v3)
+LLAMA_CMAKE_ARGS ?= $(LLAMA_V3)
+else ifeq ($(LLAMA_CPU),x86-64-v4)
+LLAMA_CMAKE_ARGS ?= $(LLAMA_V3) -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+else ifeq ($(LLAMA_CPU),native)
+LLAMA_CMAKE_ARGS ?=
+else
+$(error LLAMA_CPU=$(LLAMA_CPU) is not one of x86-64-v3, x86-64-v4, native)
 endif
-WHEELHOUSE ?= $(HOME)/.cache/rag-assistant/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_TAG)
+LLAMA_FLAGS_ID := $(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-8)
+WHEELHOUSE ?= $(HOME)/.cache/rag-assistant/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_CPU)-$(LLAMA_FLAGS_ID)
 
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,7 +69,7 @@ install: $(STAMP) $(NPM_STAMP)
 # moved in: an interrupted build leaves nothing that looks finished).
 llama-wheel:
 	@ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
-	  echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_TAG)) into $(WHEELHOUSE): ~11 min on 2 cores, once per machine"; \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_CPU)) into $(WHEELHOUSE): ~6-11 min on 2 cores, once per machine"; \
 	  rm -rf $(WHEELHOUSE).part && mkdir -p $(WHEELHOUSE).part && \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
 	    -w $(WHEELHOUSE).part 'llama-cpp-python==$(LLAMA_VERSION)' && \
