@@ -74,6 +74,16 @@ def make_config(
     return load_config(None, environ)
 
 
+def hybrid_config(tmp_path: Path, slm_url: str, **settings: Any) -> Config:
+    """make_config with the hybrid retriever over the built embedding model (skips if unbuilt)."""
+    built = Path(__file__).resolve().parents[2] / ".rag" / "models"
+    if not (built / "all-MiniLM-L6-v2").exists():
+        pytest.skip("the embedding model is not built (rag models build)")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "models").symlink_to(built)
+    return make_config(tmp_path, slm_url, retrieval__retriever="hybrid", **settings)
+
+
 def make_assistant(cfg: Config) -> Assistant:
     """Wired by hand, as the brief of the pipeline describes it."""
     return Assistant(
@@ -805,14 +815,7 @@ def test_hybrid_weak_context_slider_reaches_the_signal_policy(
     fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     """Hybrid is judged on its bm25 side, and the per-session threshold applies to that side."""
-    built = Path(__file__).resolve().parents[2] / ".rag" / "models"
-    if not (built / "all-MiniLM-L6-v2").exists():
-        pytest.skip("the embedding model is not built (rag models build)")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "models").symlink_to(built)
-    cfg = make_config(
-        tmp_path, fake.base_url, retrieval__retriever="hybrid", escalation__policy="signals"
-    )
+    cfg = hybrid_config(tmp_path, fake.base_url, escalation__policy="signals")
     assistant = build_assistant(cfg)
     low = done_of(ask(assistant, Q_MEALS, weak_context=0.0))
     assert low.metrics.retriever == "hybrid"
@@ -828,12 +831,7 @@ def test_prepare_opens_the_index_and_warms_the_first_search(
     """The chat's first question must not pay for loading the query encoder and the IDF table."""
     from rag import termstats
 
-    built = Path(__file__).resolve().parents[2] / ".rag" / "models"
-    if not (built / "all-MiniLM-L6-v2").exists():
-        pytest.skip("the embedding model is not built (rag models build)")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "models").symlink_to(built)
-    cfg = make_config(tmp_path, fake.base_url, retrieval__retriever="hybrid")
+    cfg = hybrid_config(tmp_path, fake.base_url)
     assert build_assistant(cfg).prepare("hybrid").action == "built"
     assistant = build_assistant(cfg)  # a new process would load the index built above
     status = assistant.prepare("hybrid")
