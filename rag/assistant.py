@@ -6,11 +6,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from pydantic import ValidationError
 
 from rag.citations import attach_citations, check_citations
-from rag.compress import compress
+from rag.compress import Similarity, compress
 from rag.config import Config, EscalationConfig, Mode, ModelConfig, Strategy
 from rag.errors import ConfigError, InputError, ModelError, RagError, RetrieverUnavailable
 from rag.escalation import POLICIES, EscalationPolicy, SignalPolicy
@@ -23,7 +24,8 @@ from rag.prompts import (
     refine_messages,
     retrieval_only_answer,
 )
-from rag.retrieval.base import HasDenseSide, HasSparseSide
+from rag.retrieval.base import HasDenseSide, HasEncoder, HasSparseSide
+from rag.retrieval.encoder import cosines
 from rag.sufficiency import features as sufficiency_features
 from rag.sufficiency import predict
 from rag.termstats import TermStats, stats_for
@@ -218,7 +220,7 @@ class Assistant:
         prompt_hits: Sequence[Hit] = hits
         before_tokens = after_tokens = 0
         if self.cfg.context.compress and hits:
-            squeezed = compress(q, hits, stats, self.cfg.context)
+            squeezed = compress(q, hits, stats, self.cfg.context, self._similarity(used))
             prompt_hits = squeezed.hits
             before_tokens, after_tokens = squeezed.tokens_before, squeezed.tokens_after
         packed = pack_context(
@@ -432,6 +434,16 @@ class Assistant:
         feats = sufficiency_features(question, hits, stats, self._dense_top(name, question, hits))
         params = self.cfg.escalation.router.sufficiency
         return Sufficiency(feats, predict(feats, params) if params.weights else None)
+
+    def _similarity(self, name: str) -> Similarity | None:
+        """Sentence scoring by the embedding model, when the retriever in use has one loaded."""
+        if name not in ("embedding", "hybrid") or not self.cfg.context.dense_weight:
+            return None
+        found = self.index.get(name)
+        side = found.dense if isinstance(found, HasDenseSide) else found
+        if not isinstance(side, HasEncoder):
+            return None
+        return partial(cosines, side.encoder)
 
     def _dense_top(self, name: str, question: str, hits: Sequence[Hit]) -> float | None:
         """The best cosine of the question to any passage, when an embedding index is in use."""

@@ -2,7 +2,9 @@
 
 On a laptop CPU most of an answer's time goes into the model reading its prompt, and most of
 the prompt is passages. Each passage is cut into sentences (list items and table rows count as
-sentences, with their numbers); a sentence scores the IDF of the question's terms it holds, and
+sentences, with their numbers); a sentence scores the IDF of the question's terms it holds, plus,
+when the retriever embeds text, a share of the question's IDF total for its cosine to the
+question (an answer in other words: "Who can help with my Pleo card?" is answered by a name), and
 the best ones are kept with their neighbours, best passages first, within a token budget. A
 kept section heading brings the lines under it instead. Short passages go in whole. Titles and
 headings stay: ``format_source`` prints them for every passage, so an opening line that repeats
@@ -12,7 +14,7 @@ them is dropped. Gaps are marked with "…" so the model knows text was left out
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from rag.config import ContextConfig
@@ -93,6 +95,9 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+Similarity = Callable[[str, Sequence[str]], Sequence[float]]
+
+
 @dataclass(frozen=True)
 class Compressed:
     """The hits with their text cut down, and what it saved (estimated tokens)."""
@@ -117,11 +122,16 @@ def _rank_weight(rank: int) -> float:
 
 
 def compress(
-    question: str, hits: Sequence[Hit], stats: TermStats, cfg: ContextConfig
+    question: str,
+    hits: Sequence[Hit],
+    stats: TermStats,
+    cfg: ContextConfig,
+    similarity: Similarity | None = None,
 ) -> Compressed:
     """Hits whose text holds only the question's best sentences (with neighbours) within budget."""
     weights = stats.weights(terms(question))
-    bonus = TYPE_BONUS * sum(weights.values())
+    total = sum(weights.values())
+    bonus = TYPE_BONUS * total
     # A number in the question is compared with the text's numbers: "who approves 1,800
     # euros?" is answered by the row "EUR 500.01 to EUR 2,500  Your department head".
     asks_number = WANTS_NUMBER.search(question) or HAS_NUMBER.search(question)
@@ -142,6 +152,12 @@ def compress(
         passages.append(_Passage(hit, parts, cost, score, set()))
         if sum(cost) <= cfg.whole_passage_tokens:
             whole.add(i)
+    if similarity is not None and cfg.dense_weight > 0:
+        flat = [s for p in passages for s in p.parts]
+        sims = iter(similarity(question, flat) if flat else [])
+        for p in passages:
+            for j in range(len(p.parts)):
+                p.score[j] += cfg.dense_weight * total * max(0.0, next(sims) - cfg.dense_floor)
     used = sum(sum(passages[i].cost) for i in whole)
 
     def take(p: _Passage, j: int) -> bool:

@@ -132,6 +132,10 @@ class ContextConfig(_Model):
     budget_tokens: int = Field(350, ge=16, le=8000)  # estimated tokens for all passages together
     whole_passage_tokens: int = Field(60, ge=0)  # passages this short go in untouched
     neighbours: int = Field(1, ge=0, le=5)  # sentences kept either side of a chosen one
+    # embedding retrievers also score each sentence by its cosine to the question: + weight x
+    # the question's IDF total x (cosine - floor), so answers in other words are kept (0 = off)
+    dense_weight: float = Field(0.5, ge=0, le=10)
+    dense_floor: float = Field(0.2, ge=-1, le=1)  # cosines below this add nothing
 
 
 class ModelConfig(_Model):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rag.types import Chunk, Hit
+
+if TYPE_CHECKING:
+    from rag.retrieval.encoder import Encoder
 
 
 class Retriever(Protocol):
@@ -89,6 +92,14 @@ class HasSparseSide(Protocol):
 
     @property
     def sparse(self) -> Searcher | None: ...
+
+
+@runtime_checkable
+class HasEncoder(Protocol):
+    """A retriever that embeds text (context compression scores sentences with it too)."""
+
+    @property
+    def encoder(self) -> Encoder: ...
 
 
 @runtime_checkable

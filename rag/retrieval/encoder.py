@@ -38,6 +38,14 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
 
+def cosines(encoder: Encoder, query: str, texts: Sequence[str]) -> list[float]:
+    """The cosine of ``query`` to each text, encoded in one batch (vectors are L2-normalised)."""
+    if not texts:
+        return []
+    vectors = encoder.encode([query, *texts])
+    return [float(x) for x in vectors[1:] @ vectors[0]]
+
+
 def mean_pool(hidden: NDArray[np.float32], mask: NDArray[np.int64]) -> NDArray[np.float32]:
     """Mean of token vectors where the attention mask is 1, then L2-normalised rows."""
     weights = mask[:, :, None].astype(np.float32)

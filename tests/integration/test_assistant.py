@@ -841,3 +841,34 @@ def test_prepare_opens_the_index_and_warms_the_first_search(
     chunks = assistant.index.chunks("hybrid")
     assert any(seen is chunks for seen, _stats in termstats._SHARED)
     assert not fake.requests  # no model was asked
+
+
+def test_hybrid_compression_keeps_the_answer_the_embedding_model_finds(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The answer and a lure before it share one word with the question: the cosine decides."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    filler = " ".join(f"Sentence {i} is about the plants by window {i}." for i in range(8))
+    answer = "Marloes Kuipers in Finance replaces stolen or missing Pleo cards."
+    lure = "Birthday cards for colleagues are in the top drawer."
+    (corpus / "office.md").write_text(
+        f"# Office notes\n\n{filler} {lure} {filler} {answer} {filler}\n"
+    )
+    (corpus / "kitchen.md").write_text("# Kitchen\n\nClean the fridge on Fridays.\n")
+    question = "Who do I ask about a lost company credit card?"
+    prompts = {}
+    for weight in ("0.5", "0"):
+        (tmp_path / weight).mkdir()
+        cfg = hybrid_config(
+            tmp_path / weight, fake.base_url, corpus__path=corpus, escalation__mode="never",
+            context__budget_tokens=30, context__whole_passage_tokens=0, context__neighbours=0,
+            context__dense_weight=weight, corpus__chunk_words=400, corpus__overlap_words=0,
+        )  # fmt: skip
+        assistant = build_assistant(cfg)
+        assert (assistant._similarity("hybrid") is None) == (weight == "0")
+        assert assistant._similarity("bm25") is None  # no encoder loaded for it
+        ask(assistant, question)
+        prompts[weight] = user_prompt(fake.requests_for(SLM)[-1])
+    assert answer in prompts["0.5"] and lure not in prompts["0.5"]
+    assert lure in prompts["0"] and answer not in prompts["0"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rag.compress import compress, sentences
 from rag.config import ContextConfig
 from rag.models.openai_compat import estimate_tokens
@@ -153,3 +155,33 @@ def test_plain_text_table_rows_are_sentences_and_rulers_are_dropped() -> None:
         "SEV1  Customer-facing outage of a core function (sign-in, invoicing, payments), "
         "OR payment processing failing for more than 5% of attempts.",
     ]
+
+
+# An answer in other words than the question's, beside a sentence that shares its words.
+LURE = "A lost card from the game cupboard is replaced at the reception desk."
+IN_OTHER_WORDS = "Marloes Kuipers in Finance replaces stolen or missing Pleo cards."
+ASKED = "Who do I ask about a lost company credit card?"
+
+
+def test_a_sentence_similarity_keeps_an_answer_in_other_words() -> None:
+    hits = hits_of(f"{FILLER} {LURE} {FILLER} {IN_OTHER_WORDS} {FILLER}")
+    stats = TermStats([h.chunk for h in hits])
+    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=0, dense_weight=0.5)
+    seen: list[list[str]] = []
+
+    def similarity(question: str, texts: Sequence[str]) -> list[float]:
+        assert question == ASKED
+        seen.append(list(texts))
+        return [0.8 if t == IN_OTHER_WORDS else 0.3 for t in texts]
+
+    kept = compress(ASKED, hits, stats, cfg, similarity).hits[0].chunk.text
+    assert IN_OTHER_WORDS in kept and LURE not in kept
+    assert len(seen) == 1 and IN_OTHER_WORDS in seen[0]  # one call for all the sentences
+    # Words alone pick the lure; so does a floor above every cosine, or a weight of 0.
+    for off in (
+        cfg.model_copy(update={"dense_weight": 0.0}),
+        cfg.model_copy(update={"dense_floor": 0.9}),
+    ):
+        words_only = compress(ASKED, hits, stats, off, similarity).hits[0].chunk.text
+        assert LURE in words_only and IN_OTHER_WORDS not in words_only
+    assert compress(ASKED, hits, stats, cfg).hits[0].chunk.text == words_only  # no similarity
