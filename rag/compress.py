@@ -48,12 +48,15 @@ _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
 # line to run on into the next one; a ruler says nothing and is left out.
 _COLUMNS = re.compile(r"\S {2,}\S")
 _RULER = re.compile(r"[-=+|: ]*-{3,}[-=+|: ]*")
+# A table row is kept whole even when a cell holds two sentences ("T+0      Primary on call is
+# paged. Acknowledge within 5 minutes."): a column gap, not two spaces after a full stop.
+_ROW = re.compile(r"[^\s.!?:;] {2,}\S")
 # A list item's number or letter is not a sentence: "1. Platform primary on call." is one.
 _ENUMERATOR = re.compile(r"(\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[.)]")
 
 
 def sentences(text: str) -> list[str]:
-    """``text`` cut into sentences; list items and table rows are sentences of their own.
+    """``text`` cut into sentences; list items and table rows (whole) are sentences of their own.
 
     A long line that does not end a sentence runs on into the next one (PDF text is wrapped
     at the page width), unless the next line starts a list item or is a table row (columns
@@ -80,6 +83,9 @@ def sentences(text: str) -> list[str]:
             lines.append(line)
     out: list[str] = []
     for line in lines:
+        if _ROW.search(line):
+            out.append(line)
+            continue
         carry = ""
         for raw_part in SENTENCE_END.split(line):
             part = raw_part.strip()

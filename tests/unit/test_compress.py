@@ -185,3 +185,17 @@ def test_a_sentence_similarity_keeps_an_answer_in_other_words() -> None:
         words_only = compress(ASKED, hits, stats, off, similarity).hits[0].chunk.text
         assert LURE in words_only and IN_OTHER_WORDS not in words_only
     assert compress(ASKED, hits, stats, cfg).hits[0].chunk.text == words_only  # no similarity
+
+
+def test_a_table_row_with_two_sentences_in_a_cell_stays_one_row() -> None:
+    text = (
+        "  T+0      Primary on call is paged. Acknowledge within 5 minutes.\n"
+        "  T+10 min Secondary on call is paged.\n"
+        "Plain text with two spaces after a stop.  It is still two sentences.\n"
+    )
+    assert sentences(text) == [
+        "T+0      Primary on call is paged. Acknowledge within 5 minutes.",
+        "T+10 min Secondary on call is paged.",
+        "Plain text with two spaces after a stop.",
+        "It is still two sentences.",
+    ]
