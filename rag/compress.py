@@ -159,9 +159,11 @@ def compress(
         if sum(cost) <= cfg.whole_passage_tokens:
             whole.add(i)
     if similarity is not None and cfg.dense_weight > 0:
-        flat = [s for p in passages for s in p.parts]
+        # Only passages that get cut are scored: a whole passage's sentences are never chosen.
+        scored = [p for i, p in enumerate(passages) if i not in whole]
+        flat = [s for p in scored for s in p.parts]
         sims = iter(similarity(question, flat) if flat else [])
-        for p in passages:
+        for p in scored:
             for j in range(len(p.parts)):
                 p.score[j] += cfg.dense_weight * total * max(0.0, next(sims) - cfg.dense_floor)
     used = sum(sum(passages[i].cost) for i in whole)
