@@ -6,7 +6,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from pydantic import ValidationError
 
@@ -25,7 +24,7 @@ from rag.prompts import (
     retrieval_only_answer,
 )
 from rag.retrieval.base import HasDenseSide, HasEncoder, HasSparseSide
-from rag.retrieval.encoder import cosines
+from rag.retrieval.encoder import VectorCache
 from rag.sufficiency import features as sufficiency_features
 from rag.sufficiency import predict
 from rag.termstats import TermStats, stats_for
@@ -114,6 +113,7 @@ class Assistant:
         self.llm = llm
         self.policy = policy
         self._signals = SignalPolicy(cfg.escalation)
+        self._sentence_vectors: VectorCache | None = None
 
     # ---- input ----
 
@@ -443,7 +443,10 @@ class Assistant:
         side = found.dense if isinstance(found, HasDenseSide) else found
         if not isinstance(side, HasEncoder):
             return None
-        return partial(cosines, side.encoder)
+        # The same passages come back for related questions: their sentences are encoded once.
+        if self._sentence_vectors is None or self._sentence_vectors.encoder is not side.encoder:
+            self._sentence_vectors = VectorCache(side.encoder)
+        return self._sentence_vectors.cosines
 
     def _dense_top(self, name: str, question: str, hits: Sequence[Hit]) -> float | None:
         """The best cosine of the question to any passage, when an embedding index is in use."""

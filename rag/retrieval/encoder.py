@@ -6,6 +6,8 @@ The ONNX path needs only onnxruntime, tokenizers and numpy; torch is imported by
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -38,12 +40,57 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
 
-def cosines(encoder: Encoder, query: str, texts: Sequence[str]) -> list[float]:
-    """The cosine of ``query`` to each text, encoded in one batch (vectors are L2-normalised)."""
-    if not texts:
-        return []
-    vectors = encoder.encode([query, *texts])
-    return [float(x) for x in vectors[1:] @ vectors[0]]
+class VectorCache:
+    """An encoder's vectors of texts it has seen, so that a text asked about again is not
+    encoded again.
+
+    The context compression scores the sentences of every retrieved passage by their cosine to
+    the question; the same passages come back for related questions, and their sentences are the
+    same strings each time. At most ``size`` vectors are kept (least recently used go first:
+    20,000 MiniLM vectors are 31 MB). Safe to share between threads: encoding runs outside the
+    lock, so two threads may encode the same new text once each.
+    """
+
+    def __init__(self, encoder: Encoder, size: int = 20_000) -> None:
+        if size < 1:
+            raise ValueError("VectorCache size must be at least 1")
+        self.encoder = encoder
+        self.size = size
+        self._vectors: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def vectors(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """The vectors of ``texts`` (rows in order), encoding in one batch only those not kept."""
+        with self._lock:
+            found = {t: self._vectors[t] for t in dict.fromkeys(texts) if t in self._vectors}
+            for t in found:
+                self._vectors.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            found.update(zip(missing, self.encoder.encode(missing), strict=True))
+            with self._lock:
+                for t in missing:
+                    self._vectors[t] = found[t]
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+        with self._lock:
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([found[t] for t in texts])
+
+    def cosines(self, query: str, texts: Sequence[str]) -> list[float]:
+        """The cosine of ``query`` to each text (vectors are L2-normalised)."""
+        if not texts:
+            return []
+        vectors = self.vectors([query, *texts])
+        return [float(x) for x in vectors[1:] @ vectors[0]]
 
 
 def mean_pool(hidden: NDArray[np.float32], mask: NDArray[np.int64]) -> NDArray[np.float32]:

@@ -13,13 +13,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from numpy.typing import NDArray
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -41,28 +39,12 @@ from rag.retrieval.milvus import client as milvus_client
 from tests.unit.retriever_contract import (
     CORPUS,
     RetrieverContract,
+    TrigramEncoder,
     chunk,
-    trigram_vectors,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = REPO_ROOT / ".rag"
-
-
-class TrigramEncoder:
-    """Hashed character trigrams as a 384-d encoder; records every text it encodes."""
-
-    dim = 384
-    max_seq_length = 256
-    variant = "trigram"
-
-    def __init__(self, model_id: str = "test/hashed-trigrams") -> None:
-        self.model_id = model_id
-        self.encoded: list[str] = []
-
-    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        self.encoded.extend(texts)
-        return trigram_vectors(texts, self.dim)
 
 
 def milvus_cfg(uri: str, collection: str, data_dir: Path = MODELS, **milvus: Any) -> Config:

@@ -194,6 +194,22 @@ def trigram_vectors(texts: Sequence[str], dim: int = 512) -> np.ndarray[Any, np.
     return (out / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
 
+class TrigramEncoder:
+    """Hashed character trigrams as a 384-d encoder; records every text it encodes."""
+
+    dim = 384
+    max_seq_length = 256
+    variant = "trigram"
+
+    def __init__(self, model_id: str = "test/hashed-trigrams") -> None:
+        self.model_id = model_id
+        self.encoded: list[str] = []
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        self.encoded.extend(texts)
+        return trigram_vectors(texts, self.dim)
+
+
 class HashedTrigramRetriever:
     """Cosine over hashed character trigrams; deterministic, no model files."""
 
