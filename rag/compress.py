@@ -6,7 +6,9 @@ sentences, with their numbers); a sentence scores the IDF of the question's term
 when the retriever embeds text, a share of the question's IDF total for its cosine to the
 question (an answer in other words: "Who can help with my Pleo card?" is answered by a name), and
 the best ones are kept with their neighbours, best passages first, within a token budget. A
-kept section heading brings the lines under it instead. Short passages go in whole. Titles and
+question word that the passage's title or heading already holds counts for half inside that
+passage: it tells which passage, not which sentence. A kept section heading brings the lines
+under it instead of neighbours, in every passage. Short passages go in whole. Titles and
 headings stay: ``format_source`` prints them for every passage, so an opening line that repeats
 them is dropped. Gaps are marked with "…" so the model knows text was left out.
 """
@@ -40,6 +42,9 @@ HAS_NUMBER = re.compile(r"\d")
 _HAS_CODE = re.compile(r"`[^`]+`|\$ \w|--\w")
 TYPE_BONUS = 0.35
 TOP_PASSAGE_SENTENCES = 3
+# A question word already in the passage's title or heading (printed above every passage) says
+# which passage, not which sentence: inside that passage it counts this much.
+TITLE_TERM_WEIGHT = 0.5
 _HEADING_CHARS = 60
 
 _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
@@ -150,8 +155,10 @@ def compress(
     for i, hit in enumerate(hits):
         parts = _without_title(sentences(hit.chunk.text), hit)
         cost = [estimate_tokens(p) + 1 for p in parts]
+        named = set(terms(f"{hit.chunk.title}\n{hit.chunk.heading}"))
+        inside = {t: w * (TITLE_TERM_WEIGHT if t in named else 1.0) for t, w in weights.items()}
         score = [
-            sum(weights.get(t, 0.0) for t in set(terms(p)))
+            sum(inside.get(t, 0.0) for t in set(terms(p)))
             + (bonus if any(w.search(p) for w in wants) else 0.0)
             for p in parts
         ]
@@ -193,12 +200,13 @@ def compress(
     cut = [p for i, p in enumerate(passages) if i not in whole and p.parts]
     # Every passage first gets its best sentence (or its first, when nothing matches: a
     # paraphrased question can miss every word of the passage that answers it); the best
-    # ranked passage, which holds the answer most often, gets its best three.
+    # ranked passage, which holds the answer most often, gets its best three. The two best
+    # passages get neighbours too, and so does a heading anywhere: alone it says nothing.
     for p in cut:
         order = sorted(range(len(p.parts)), key=lambda j: (-p.score[j], j))
         for j in order[: TOP_PASSAGE_SENTENCES if p.hit.rank == 1 else 1]:
-            if p.hit.rank <= 2:
-                take_with_neighbours(p, j)
+            if p.hit.rank <= 2 or _is_heading(p.parts[j]):
+                take_with_neighbours(p, j)  # a heading alone says nothing: its lines come too
             else:
                 take(p, j)
     # Then the rest, best sentences first across passages.

@@ -199,3 +199,30 @@ def test_a_table_row_with_two_sentences_in_a_cell_stays_one_row() -> None:
         "Plain text with two spaces after a stop.",
         "It is still two sentences.",
     ]
+
+
+def test_words_of_the_title_count_for_less_inside_its_passage(monkeypatch) -> None:
+    # The title is printed above the passage: "VPN" there says which passage, not which sentence.
+    named = "The VPN was chosen in 2021 by the security team."
+    answer = "Install WireGuard from the portal and import your profile."
+    hit = Hit(chunk(0, f"{named} {FILLER} {answer} {FILLER}", title="VPN"), 1.0, 1)
+    stats = TermStats([hit.chunk])
+    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=0)  # one sentence
+
+    def kept() -> str:
+        return compress("How do I install the VPN?", [hit], stats, cfg).hits[0].chunk.text
+
+    assert answer in kept() and named not in kept()
+    monkeypatch.setattr("rag.compress.TITLE_TERM_WEIGHT", 1.0)  # title words count in full
+    assert named in kept() and answer not in kept()
+
+
+def test_a_heading_chosen_in_a_lower_ranked_passage_brings_its_lines() -> None:
+    rows = "T+0 Primary on call is paged.\nT+10 min Secondary on call is paged."
+    # The best passage has more matching sentences than the budget leaves room for.
+    best = " ".join(f"Escalation times for expense claim {i} are set by Finance." for i in range(6))
+    hits = hits_of(f"{best} {FILLER}", FILLER, f"{FILLER}\n3. ESCALATION TIMES\n{rows}\n{FILLER}")
+    cfg = ContextConfig(budget_tokens=160, whole_passage_tokens=0, neighbours=1)
+    out = compress("What are the escalation times?", hits, TermStats([h.chunk for h in hits]), cfg)
+    third = next(h for h in out.hits if h.rank == 3).chunk.text
+    assert f"3. ESCALATION TIMES\n{rows}" in third  # not the heading alone
