@@ -319,8 +319,8 @@ class RouterConfig(_Model):
             "cites_top": 0.477885,
         },
     )
-    keep_threshold: float = Field(0.397269, ge=0, le=1)
-    abstain_below: float = Field(0.6, ge=0, le=1)
+    keep_threshold: float = Field(0.374792, ge=0, le=1)
+    abstain_below: float = Field(0.41, ge=0, le=1)
     skip_below: float = Field(0.3135, ge=0, le=1)
     target_escalation: float = Field(0.40, ge=0, le=1)
 

@@ -19,7 +19,9 @@ from rag.router import DRAFT_FEATURES
 from rag.router import unsupported as is_unsupported
 from rag.sufficiency import FEATURES, fit_logistic, predict
 
-MAX_FALSE_ABSTAIN = 0.03  # on dev; the release target is 5% on test
+# In sample on dev. The release target is 5% on test; 5-fold CV on dev put 3% in sample at
+# 4.8-5.7% held out and 2% at 3.8-4.8% (README), so 2% it is.
+MAX_FALSE_ABSTAIN = 0.02
 MAX_SKIPPED_ANSWERABLE = 0.01
 
 
