@@ -25,6 +25,7 @@ from rag.cli.measure import (
     cmd_eval_calibrate,
     cmd_eval_fit_router,
     cmd_eval_injection,
+    cmd_eval_paired,
     cmd_eval_retrieval,
 )
 from rag.cli.serve import check_bind, cmd_index, cmd_models_build, cmd_models_serve, cmd_serve
@@ -146,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_fit_router)
+    s = ev.add_parser(
+        "paired", help="paired differences of two runs' --details files, bootstrap 95% interval"
+    )
+    s.add_argument("first", help="a --details file of rag eval answers")
+    s.add_argument(
+        "second",
+        nargs="?",
+        help="same questions, other settings; without it, the modes of FIRST are paired "
+        "(auto - always, auto - never, always - never)",
+    )
+    s.add_argument("--mode", action="append", help="only this mode (repeatable)")
+    s.add_argument("--metric", default="correct", choices=["correct", "gold_in_context"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_eval_paired)
     s = ev.add_parser("calibrate", help="suggest weak-context thresholds per retriever")
     s.add_argument("--data", default="eval/docs_qa")
     s.add_argument("--retriever", default="all", choices=[*RETRIEVER_CHOICES, "all"])

@@ -103,6 +103,15 @@ def cmd_eval_fit_router(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_paired(cfg: Config, args: argparse.Namespace) -> int:
+    from rag.measure.eval.paired import compare, load_runs
+
+    first = load_runs(Path(args.first))
+    second = load_runs(Path(args.second)) if args.second else None
+    _print_rows(compare(first, second, args.metric, args.mode or ()), args.json)
+    return 0
+
+
 def cmd_eval_calibrate(cfg: Config, args: argparse.Namespace) -> int:
     from rag.measure.eval.answers import calibrate, load_qa
 
