@@ -15,6 +15,7 @@ them is dropped. Gaps are marked with "…" so the model knows text was left out
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +47,8 @@ TOP_PASSAGE_SENTENCES = 3
 # which passage, not which sentence: inside that passage it counts this much.
 TITLE_TERM_WEIGHT = 0.5
 _HEADING_CHARS = 60
+# A kept section heading brings this many neighbours' worth of the lines under it.
+HEADING_LINES = 2
 
 _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
 # Plain-text tables: columns are separated by runs of spaces ("Payments    payments-gateway
@@ -191,7 +194,7 @@ def compress(
             # answered by what follows, not by the end of the section before.
             back = ahead = cfg.neighbours
             if _is_heading(p.parts[j]):
-                back, ahead = 0, 2 * cfg.neighbours
+                back, ahead = 0, HEADING_LINES * cfg.neighbours
             for d in range(1, max(back, ahead) + 1):
                 for nb, wanted in ((j - d, d <= back), (j + d, d <= ahead)):
                     if wanted and 0 <= nb < len(p.parts):
@@ -227,8 +230,43 @@ def compress(
             continue  # the budget ran out before this passage: leave it out
         text = _join(p.parts, sorted(p.keep))
         out.append(replace(p.hit, chunk=replace(p.hit.chunk, text=text)))
+    if cfg.merge_documents:
+        out = merge_documents(out)
     after = sum(estimate_tokens(h.chunk.text) for h in out)
     return Compressed(tuple(out), before, after)
+
+
+def merge_documents(hits: Sequence[Hit]) -> list[Hit]:
+    """One hit per document, at its best passage's place, holding its passages in document order.
+
+    Every source prints its title and wrapper; passages of one document printed once each cost
+    that again and again. The source keeps its first passage's heading; a passage under another
+    heading than the one before it starts with that heading on a line of its own (printing
+    every section's name above the source as well cost 10 more tokens a prompt on dev), and
+    "…" marks where passages in between were left out.
+    """
+    groups: dict[str, list[Hit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.chunk.doc_id, []).append(hit)
+    out: list[Hit] = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        ordered = sorted(group, key=lambda h: h.chunk.ordinal)
+        first = ordered[0].chunk
+        text = ordered[0].chunk.text
+        for prev, cur in itertools.pairwise(ordered):
+            c = cur.chunk
+            gap = c.ordinal > prev.chunk.ordinal + 1
+            joint = "\n" if not gap or text.endswith(_GAP.strip()) else f"\n{_GAP.strip()}\n"
+            if gap and c.text.startswith(_GAP.strip()):
+                joint = "\n"
+            head = f"{c.heading}:\n" if c.heading and c.heading != prev.chunk.heading else ""
+            text += joint + head + c.text
+        best = group[0]  # groups keep the retriever's order: the first is the best ranked
+        out.append(replace(best, chunk=replace(first, text=text)))
+    return out
 
 
 def _without_title(parts: list[str], hit: Hit) -> list[str]:

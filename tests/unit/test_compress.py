@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rag.compress import compress, sentences
+from rag.compress import compress, merge_documents, sentences
 from rag.config import ContextConfig
 from rag.models.openai_compat import estimate_tokens
 from rag.termstats import TermStats
@@ -226,3 +226,40 @@ def test_a_heading_chosen_in_a_lower_ranked_passage_brings_its_lines() -> None:
     out = compress("What are the escalation times?", hits, TermStats([h.chunk for h in hits]), cfg)
     third = next(h for h in out.hits if h.rank == 3).chunk.text
     assert f"3. ESCALATION TIMES\n{rows}" in third  # not the heading alone
+
+
+def part(doc: str, ordinal: int, heading: str, text: str, rank: int) -> Hit:
+    c = Chunk(f"{doc}#{ordinal}", doc, f"{doc}.md", doc.title(), heading, text, ordinal)
+    return Hit(c, 1.0 / rank, rank)
+
+
+def test_passages_of_one_document_share_one_source_in_document_order() -> None:
+    hits = [
+        part("runbook", 4, "Rollback", "Run `make rollback`.", 1),
+        part("faq", 0, "Billing", "Invoices go out monthly.", 2),
+        part("runbook", 1, "Deploy", "… Deploys run at 10:00.", 3),
+        part("runbook", 2, "Deploy", "Check the dashboard. …", 4),
+    ]
+    out = merge_documents(hits)
+    assert [h.chunk.doc_id for h in out] == ["runbook", "faq"]  # at the best passage's place
+    assert out[0].rank == 1 and out[0].chunk.heading == "Deploy"  # the first passage's
+    # adjacent passages run on; a heading that changes gets a line; a gap is marked once
+    assert out[0].chunk.text == (
+        "… Deploys run at 10:00.\nCheck the dashboard. …\nRollback:\nRun `make rollback`."
+    )
+    assert out[1] == hits[1]
+
+
+def test_a_gap_between_whole_passages_is_marked() -> None:
+    hits = [part("doc", 0, "A", "First.", 1), part("doc", 3, "A", "Fourth.", 2)]
+    assert merge_documents(hits)[0].chunk.text == "First.\n…\nFourth."
+
+
+def test_merging_can_be_turned_off() -> None:
+    hits = [part("doc", 0, "A", FILLER, 1), part("doc", 1, "A", FILLER, 2)]
+    stats = TermStats([h.chunk for h in hits])
+    on = compress("office plants?", hits, stats, ContextConfig(budget_tokens=150))
+    off = compress(
+        "office plants?", hits, stats, ContextConfig(budget_tokens=150, merge_documents=False)
+    )
+    assert len(on.hits) == 1 and len(off.hits) == 2
