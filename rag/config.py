@@ -137,8 +137,8 @@ class ContextConfig(_Model):
     dense_weight: float = Field(0.5, ge=0, le=10)
     dense_floor: float = Field(0.2, ge=-1, le=1)  # cosines below this add nothing
     # the kept parts of one document's passages go into one source: its title and <source>
-    # wrapper (about 20 tokens) are printed once, not once per passage
-    merge_documents: bool = True
+    # wrapper (about 20 tokens) are printed once, not once per passage (off: README, dev)
+    merge_documents: bool = False
 
 
 class ModelConfig(_Model):

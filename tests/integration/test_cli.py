@@ -136,9 +136,8 @@ def test_ask_streams_the_answer_and_lists_sources(
     assert proc.returncode == 0, proc.stderr
     answer, _, rest = proc.stdout.partition("Sources:")
     assert answer.strip() == LLM_ANSWER
-    # both passages are one document: one source
     assert "*[1] expenses.md — Meals" in rest
-    assert "[2]" not in rest
+    assert "[2] expenses.md — Receipts" in rest
     assert "[retrieve] lexical" in proc.stderr
     assert f"[answer] {LLM}" in proc.stderr
     assert fake.requests_for(SLM) == []

@@ -233,7 +233,7 @@ def part(doc: str, ordinal: int, heading: str, text: str, rank: int) -> Hit:
     return Hit(c, 1.0 / rank, rank)
 
 
-def test_passages_of_one_document_share_one_source_in_document_order() -> None:
+def test_passages_of_one_document_share_one_source_in_rank_order() -> None:
     hits = [
         part("runbook", 4, "Rollback", "Run `make rollback`.", 1),
         part("faq", 0, "Billing", "Invoices go out monthly.", 2),
@@ -242,24 +242,24 @@ def test_passages_of_one_document_share_one_source_in_document_order() -> None:
     ]
     out = merge_documents(hits)
     assert [h.chunk.doc_id for h in out] == ["runbook", "faq"]  # at the best passage's place
-    assert out[0].rank == 1 and out[0].chunk.heading == "Deploy"  # the first passage's
-    # adjacent passages run on; a heading that changes gets a line; a gap is marked once
+    assert out[0].rank == 1 and out[0].chunk.heading == "Rollback"  # the best passage's
+    # a heading that changes gets a line; the next passage of the document runs on
     assert out[0].chunk.text == (
-        "… Deploys run at 10:00.\nCheck the dashboard. …\nRollback:\nRun `make rollback`."
+        "Run `make rollback`.\nDeploy:\n… Deploys run at 10:00.\nCheck the dashboard. …"
     )
     assert out[1] == hits[1]
 
 
-def test_a_gap_between_whole_passages_is_marked() -> None:
-    hits = [part("doc", 0, "A", "First.", 1), part("doc", 3, "A", "Fourth.", 2)]
-    assert merge_documents(hits)[0].chunk.text == "First.\n…\nFourth."
+def test_a_jump_between_whole_passages_is_marked() -> None:
+    hits = [part("doc", 3, "A", "Fourth.", 1), part("doc", 0, "A", "First.", 2)]
+    assert merge_documents(hits)[0].chunk.text == "Fourth.\n…\nFirst."
 
 
-def test_merging_can_be_turned_off() -> None:
+def test_merging_is_off_unless_asked_for() -> None:
     hits = [part("doc", 0, "A", FILLER, 1), part("doc", 1, "A", FILLER, 2)]
     stats = TermStats([h.chunk for h in hits])
-    on = compress("office plants?", hits, stats, ContextConfig(budget_tokens=150))
-    off = compress(
-        "office plants?", hits, stats, ContextConfig(budget_tokens=150, merge_documents=False)
+    off = compress("office plants?", hits, stats, ContextConfig(budget_tokens=150))
+    on = compress(
+        "office plants?", hits, stats, ContextConfig(budget_tokens=150, merge_documents=True)
     )
     assert len(on.hits) == 1 and len(off.hits) == 2
