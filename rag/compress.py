@@ -243,7 +243,7 @@ def merge_documents(hits: Sequence[Hit]) -> list[Hit]:
     heading; a passage under another heading than the one before it starts with that heading on
     a line of its own, and "…" marks a jump to a passage that does not follow the one before.
     Off by default (``context.merge_documents``): on dev it saved 24 prompt tokens (p50) but the
-    small model's answers lost 2.8 points (6.6 in document order; README).
+    small model's answers lost 2.8 points (5.5 in document order; README).
     """
     groups: dict[str, list[Hit]] = {}
     for hit in hits:
