@@ -144,13 +144,22 @@ def compress(
     """Hits whose text holds only the question's best sentences (with neighbours) within budget."""
     weights = stats.weights(terms(question))
     total = sum(weights.values())
+    before = sum(estimate_tokens(h.chunk.text) for h in hits)
+    if hits and total > 0 and cfg.broad_share <= 1:
+        # "What is the on-call escalation policy?": when the top passage's title and heading
+        # already hold most of the question's weight, the question asks what the document
+        # says as a whole and its words choose no sentence ("Compensation for on-call shifts
+        # is described in the Employee Handbook" won, and the models answered from it).
+        top = hits[0].chunk
+        named = set(terms(f"{top.title}\n{top.heading}"))
+        if sum(w for t, w in weights.items() if t in named) >= cfg.broad_share * total:
+            return Compressed(tuple(hits), before, before)
     bonus = TYPE_BONUS * total
     # A number in the question is compared with the text's numbers: "who approves 1,800
     # euros?" is answered by the row "EUR 500.01 to EUR 2,500  Your department head".
     asks_number = WANTS_NUMBER.search(question) or HAS_NUMBER.search(question)
     asks_command = _WANTS_COMMAND.search(question)
     wants = [p for asked, p in ((asks_number, HAS_NUMBER), (asks_command, _HAS_CODE)) if asked]
-    before = sum(estimate_tokens(h.chunk.text) for h in hits)
     budget = cfg.budget_tokens
     passages: list[_Passage] = []
     whole: set[int] = set()

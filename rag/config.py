@@ -136,6 +136,9 @@ class ContextConfig(_Model):
     # the question's IDF total x (cosine - floor), so answers in other words are kept (0 = off)
     dense_weight: float = Field(0.5, ge=0, le=10)
     dense_floor: float = Field(0.2, ge=-1, le=1)  # cosines below this add nothing
+    # passages go in whole when the top passage's title and heading hold this share of the
+    # question's IDF weight ("What is the on-call escalation policy?"); above 1 = never
+    broad_share: float = Field(0.67, ge=0, le=1.01)
     # the kept parts of one document's passages go into one source: its title and <source>
     # wrapper (about 20 tokens) are printed once, not once per passage (off: README, dev)
     merge_documents: bool = False

@@ -263,3 +263,26 @@ def test_merging_is_off_unless_asked_for() -> None:
         "office plants?", hits, stats, ContextConfig(budget_tokens=150, merge_documents=True)
     )
     assert len(on.hits) == 1 and len(off.hits) == 2
+
+
+def test_a_question_about_the_top_document_as_a_whole_gets_its_passages_whole() -> None:
+    # the title holds the question's words: they choose no sentence, so nothing is cut
+    hits = [
+        Hit(
+            chunk(0, FILLER + " Page the secondary after 10 minutes.", "On-call escalation policy"),
+            1,
+            1,
+        ),
+        Hit(chunk(1, FILLER), 0.5, 2),
+    ]
+    stats = TermStats([h.chunk for h in hits])
+    cfg = ContextConfig(budget_tokens=60, whole_passage_tokens=0)
+    out = compress("What is the on-call escalation policy?", hits, stats, cfg)
+    assert [h.chunk.text for h in out.hits] == [h.chunk.text for h in hits]
+    assert out.tokens_after == out.tokens_before
+    # a question that also asks for something inside the document is compressed as before
+    out = compress("Who is paged after 10 minutes of on-call escalation?", hits, stats, cfg)
+    assert out.tokens_after < out.tokens_before
+    never = cfg.model_copy(update={"broad_share": 1.01})
+    out = compress("What is the on-call escalation policy?", hits, stats, never)
+    assert out.tokens_after < out.tokens_before
