@@ -10,7 +10,9 @@ question word that the passage's title or heading already holds counts for half 
 passage: it tells which passage, not which sentence. A kept section heading brings the lines
 under it instead of neighbours, in every passage. Short passages go in whole. Titles and
 headings stay: ``format_source`` prints them for every passage, so an opening line that repeats
-them is dropped. Gaps are marked with "…" so the model knows text was left out.
+them is dropped. Gaps are marked with "…" so the model knows text was left out. A question
+whose words are mostly the top passage's title and heading asks about that document as a
+whole: its words choose no sentence, so nothing is cut (``context.broad_share``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ TOP_PASSAGE_SENTENCES = 3
 # which passage, not which sentence: inside that passage it counts this much.
 TITLE_TERM_WEIGHT = 0.5
 _HEADING_CHARS = 60
-
 
 _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
 # Plain-text tables: columns are separated by runs of spaces ("Payments    payments-gateway
@@ -150,8 +151,7 @@ def compress(
         # already hold most of the question's weight, the question asks what the document
         # says as a whole and its words choose no sentence ("Compensation for on-call shifts
         # is described in the Employee Handbook" won, and the models answered from it).
-        top = hits[0].chunk
-        named = set(terms(f"{top.title}\n{top.heading}"))
+        named = _named(hits[0])
         if sum(w for t, w in weights.items() if t in named) >= cfg.broad_share * total:
             return Compressed(tuple(hits), before, before)
     bonus = TYPE_BONUS * total
@@ -166,7 +166,7 @@ def compress(
     for i, hit in enumerate(hits):
         parts = _without_title(sentences(hit.chunk.text), hit)
         cost = [estimate_tokens(p) + 1 for p in parts]
-        named = set(terms(f"{hit.chunk.title}\n{hit.chunk.heading}"))
+        named = _named(hit)
         inside = {t: w * (TITLE_TERM_WEIGHT if t in named else 1.0) for t, w in weights.items()}
         score = [
             sum(inside.get(t, 0.0) for t in set(terms(p)))
@@ -265,15 +265,19 @@ def merge_documents(hits: Sequence[Hit]) -> list[Hit]:
         text = group[0].chunk.text
         for prev, cur in itertools.pairwise(group):
             c = cur.chunk
-            gap = c.ordinal != prev.chunk.ordinal + 1
-            joint = "\n" if not gap or text.endswith(_GAP.strip()) else f"\n{_GAP.strip()}\n"
-            if gap and c.text.startswith(_GAP.strip()):
-                joint = "\n"
+            follows = c.ordinal == prev.chunk.ordinal + 1
+            marked = text.endswith(_GAP.strip()) or c.text.startswith(_GAP.strip())
+            joint = "\n" if follows or marked else f"\n{_GAP.strip()}\n"
             head = f"{c.heading}:\n" if c.heading and c.heading != prev.chunk.heading else ""
             text += joint + head + c.text
         best = group[0]  # groups keep the retriever's order: the first is the best ranked
         out.append(replace(best, chunk=replace(best.chunk, text=text)))
     return out
+
+
+def _named(hit: Hit) -> set[str]:
+    """The terms of the passage's title and heading (printed above it in the prompt)."""
+    return set(terms(f"{hit.chunk.title}\n{hit.chunk.heading}"))
 
 
 def _without_title(parts: list[str], hit: Hit) -> list[str]:
