@@ -244,8 +244,8 @@ def cmd_bench_load(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_bench_latency(cfg: Config, args: argparse.Namespace) -> int:
     from rag.measure.latency_bench import bench_latency, load_items
 
-    items, warmup = load_items(Path(args.data), args.limit, args.split)
-    _print_rows(asyncio.run(bench_latency(cfg, items, _progress, warmup=warmup)), args.json)
+    items, warmups = load_items(Path(args.data), args.limit, args.split)
+    _print_rows(asyncio.run(bench_latency(cfg, items, _progress, warmups=warmups)), args.json)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Both configurations run in one process, one after the other, each after one warm-up question
 that is not counted (a question of the set outside the timed ones, so that no timed question
-finds its own prompt in the server's cache):
+finds its own prompt in the server's cache; the first such question that reaches a model: one
+abstained before drafting calls none, and would time only the retrieval):
 
 - ``baseline``: whole passages (``context.compress: false``), no speculative decoding, no
   prompt cache, logits kept for every prompt token on both models and no logprobs asked for —
@@ -35,6 +36,8 @@ from rag.stats import p95
 from rag.types import ContextPacked, Done, Metrics
 
 CONFIG_NAMES = ("baseline", "default")
+# Warm-up candidates asked at most, until one reaches a model (see _warm_up).
+WARM_UP_TRIES = 5
 
 
 def baseline_config(cfg: Config) -> Config:
@@ -94,6 +97,7 @@ class _Row:
     gold_in_context: bool | None
     escalated: bool
     slm_ttft_ms: float | None = None  # question to the small model's first token (draft)
+    asked_model: bool = True  # False: abstained before drafting, no model was called
     prompt_tps: float | None = None  # prompt reading speed of the first model call
     parts: dict[str, float] = field(default_factory=dict)  # where the time went (ms, tokens)
 
@@ -139,12 +143,17 @@ async def _one(assistant: Assistant, item: QAItem) -> _Row | None:
         escalated=m.escalated,
         slm_ttft_ms=first_token_ms(m, "draft"),  # None when the draft was skipped
         prompt_tps=m.stages[0][1].prompt_tokens_per_s if m.stages else None,
+        asked_model=bool(m.stages),
         parts=_parts(m),
     )
 
 
 def summarise(
-    name: str, rows: Sequence[_Row], first: _Row | None = None, again: _Row | None = None
+    name: str,
+    rows: Sequence[_Row],
+    first: _Row | None = None,
+    again: _Row | None = None,
+    warmup: str | None = None,
 ) -> dict[str, Any]:
     """One output line: medians and p95s over the questions, gold_in_context over answerable.
 
@@ -153,7 +162,7 @@ def summarise(
     read the same prompt past the same cached system prompt, so ``first_slowdown`` (the first
     asking's time over the second's, minus one) says what being first still costs; set against
     the timed questions' median instead, the first question's speed also carries how its prompt
-    differs from theirs.
+    differs from theirs. ``warmup`` names that question.
     """
     prompts = [float(r.prompt_tokens) for r in rows if r.prompt_tokens is not None]
     ttfts = [r.ttft_ms for r in rows if r.ttft_ms is not None]
@@ -177,6 +186,7 @@ def summarise(
         "gold_in_context": round(sum(golds) / len(golds), 4) if golds else None,
         "escalation_rate": round(sum(r.escalated for r in rows) / len(rows), 4) if rows else None,
         "prompt_tps_p50": p50(tps),
+        "warmup": warmup,
         "first_prompt_tps": round(first.prompt_tps, 1) if first and first.prompt_tps else None,
         "first_total_ms": round(first.total_ms, 1) if first else None,
         "again_prompt_tps": round(again.prompt_tps, 1) if again and again.prompt_tps else None,
@@ -205,18 +215,35 @@ def _slowdown(first: _Row | None, again: _Row | None) -> dict[str, float] | None
     return out
 
 
+async def _warm_up(
+    assistant: Assistant, candidates: Sequence[QAItem], progress: Callable[[str], None]
+) -> tuple[QAItem | None, _Row | None]:
+    """Ask the candidates in order until one reaches a model; that one and its row.
+
+    A question abstained before drafting calls no model, so it would time the retrieval alone:
+    the next candidate is asked instead (at most ``WARM_UP_TRIES``). (None, None) when none did.
+    """
+    for item in candidates[:WARM_UP_TRIES]:
+        row = await _one(assistant, item)
+        if row is not None and row.asked_model:
+            return item, row
+        progress(f"warm-up question {item.id} reached no model (abstained); asking the next")
+    return None, None
+
+
 async def bench_config(
     name: str,
     cfg: Config,
     items: Sequence[QAItem],
     progress: Callable[[str], None] = lambda _m: None,
-    warmup: QAItem | None = None,
+    warmups: Sequence[QAItem] = (),
 ) -> dict[str, Any]:
-    """Ask ``warmup`` (not counted), time every question through Assistant.ask, then ask
-    ``warmup`` again (not counted): the same question first and later, for ``first_slowdown``."""
+    """Ask a warm-up question (not counted; the first of ``warmups`` that reaches a model),
+    time every question through Assistant.ask, then ask the warm-up question again (not
+    counted): the same question first and later, for ``first_slowdown``."""
     assistant = build_assistant(cfg, progress)
     try:
-        first = await _one(assistant, warmup) if warmup is not None else None
+        warmup, first = await _warm_up(assistant, warmups, progress)
         rows: list[_Row] = []
         for n, item in enumerate(items, 1):
             row = await _one(assistant, item)
@@ -227,7 +254,7 @@ async def bench_config(
                     f"total {row.total_ms:.0f} ms"
                 )
         again = await _one(assistant, warmup) if warmup is not None and rows else None
-        return summarise(name, rows, first, again)
+        return summarise(name, rows, first, again, warmup.id if warmup else None)
     finally:
         for model in (assistant.slm, assistant.llm):
             close = getattr(model, "aclose", None)
@@ -240,28 +267,26 @@ async def bench_latency(
     items: Sequence[QAItem],
     progress: Callable[[str], None] = lambda _m: None,
     names: Sequence[str] = CONFIG_NAMES,
-    warmup: QAItem | None = None,
+    warmups: Sequence[QAItem] = (),
 ) -> list[dict[str, Any]]:
     """One summary row per configuration, in ``names`` order."""
     configs = {"baseline": baseline_config(cfg), "default": cfg}
     rows = []
     for name in names:
         with own_servers(configs[name], progress) as ready:
-            rows.append(await bench_config(name, ready, items, progress, warmup))
+            rows.append(await bench_config(name, ready, items, progress, warmups))
     return rows
 
 
-def load_items(
-    folder: Path, limit: int, split: Split = "all"
-) -> tuple[list[QAItem], QAItem | None]:
-    """The timed questions (the first ``limit`` when limit > 0) and the warm-up question.
+def load_items(folder: Path, limit: int, split: Split = "all") -> tuple[list[QAItem], list[QAItem]]:
+    """The timed questions (the first ``limit`` when limit > 0) and the warm-up candidates.
 
-    The warm-up question is the one after the timed ones, or the other split's first question
-    when the whole split is timed; None for a set of one question.
+    The candidates are the questions after the timed ones, or the other split's when the whole
+    split is timed (at most ``WARM_UP_TRIES``); none for a set of one question.
     """
     from rag.measure.eval.answers import load_qa
 
     items = load_qa(folder, split)
     timed = items[:limit] if limit > 0 else items
     rest = items[len(timed) :] or [q for q in load_qa(folder) if q not in timed]
-    return timed, (rest[0] if rest else None)
+    return timed, rest[:WARM_UP_TRIES]

@@ -186,7 +186,10 @@ def test_bench_latency_prints_one_line_per_configuration(
     qa.mkdir()
     rows = [("q1", Q_MEALS, ["45 euros"], False), ("q2", "Who do I call when on call?", [], True),
             ("q3", "How do I connect to the VPN?", ["zzz-not-in-context"], False),
-            ("q4", Q_MEALS + " Please.", ["45 euros"], False)]  # fmt: skip
+            # q4 is abstained before drafting (no word of it is in the corpus), so it reaches
+            # no model and cannot warm one: q5 is the warm-up question
+            ("q4", "Xylophone quasar zebra?", [], True),
+            ("q5", Q_MEALS + " Please.", ["45 euros"], False)]  # fmt: skip
     (qa / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t, _, _ in rows)
     )
@@ -216,7 +219,8 @@ def test_bench_latency_prints_one_line_per_configuration(
         )
         assert row["prompt_tokens_p50"] > 0
         assert row["slm_ttft_ms_p50"] > 0  # the small model drafted
-        assert row["first_total_ms"] > 0  # the warm-up question: q4, outside the timed three
+        assert row["warmup"] == "q5"  # outside the timed three, and the first to reach a model
+        assert row["first_total_ms"] > 0
         # ... asked again after the timed three: the same question first and later
         assert row["again_total_ms"] > 0
         slowdown = row["first_total_ms"] / row["again_total_ms"] - 1  # of the rounded times
