@@ -245,16 +245,15 @@ class RouterConfig(_Model):
 
     # Fitted on the 213 dev questions (`rag eval fit-router`, README); rag.yaml carries the same.
     sufficiency: LogisticParams = LogisticParams(
-        bias=0.837156,
+        bias=0.80373,
         weights={
-            "coverage_idf": -0.041503,
-            "coverage": 0.697477,
-            "coverage_all": -0.338475,
-            "unknown": -0.387743,
-            "margin": 0.00254,
-            "dense": 0.015064,
-            "terms": 0.053612,
-            "typed_gap": -0.647079,
+            "coverage_idf": -0.209344,
+            "coverage": 0.860894,
+            "coverage_all": -0.33216,
+            "unknown": -0.40925,
+            "margin": -0.074844,
+            "dense": -0.019298,
+            "terms": 0.070439,
         },
         means={
             "coverage_idf": 0.663351,
@@ -264,7 +263,6 @@ class RouterConfig(_Model):
             "margin": 0.158372,
             "dense": 0.542983,
             "terms": 1.813761,
-            "typed_gap": 0.06347,
         },
         scales={
             "coverage_idf": 0.255126,
@@ -274,26 +272,25 @@ class RouterConfig(_Model):
             "margin": 0.179815,
             "dense": 0.119831,
             "terms": 0.367637,
-            "typed_gap": 0.119225,
         },
     )
     draft: LogisticParams = LogisticParams(
-        bias=-0.929998,
+        bias=-0.899312,
         weights={
-            "sufficiency": 0.742335,
-            "coverage_idf": -0.128015,
-            "support": 0.596698,
-            "chars": -0.120134,
-            "cited": 0.370902,
+            "sufficiency": 0.567743,
+            "coverage_idf": -0.135963,
+            "support": 0.585393,
+            "chars": -0.153461,
+            "cited": 0.406228,
             "declines": 0.0,
             "declines_suff": 0.0,
             "marker_first": 0.0,
-            "logprob_mean": 0.330922,
-            "logprob_min": 0.126752,
-            "title_share": 0.062039,
-            "new_share": -0.003521,
-            "number_missing": 0.041098,
-            "cites_top": 0.2557,
+            "logprob_mean": 0.343707,
+            "logprob_min": 0.110282,
+            "title_share": 0.022888,
+            "new_share": 0.026999,
+            "number_missing": -0.003298,
+            "cites_top": 0.232718,
         },
         means={
             "sufficiency": 0.680751,
@@ -312,7 +309,7 @@ class RouterConfig(_Model):
             "cites_top": 0.624413,
         },
         scales={
-            "sufficiency": 0.17083,
+            "sufficiency": 0.135831,
             "coverage_idf": 0.255126,
             "support": 0.221884,
             "chars": 0.551501,
@@ -328,9 +325,9 @@ class RouterConfig(_Model):
             "cites_top": 0.484274,
         },
     )
-    keep_threshold: float = Field(0.330842, ge=0, le=1)
-    abstain_below: float = Field(0.42, ge=0, le=1)
-    skip_below: float = Field(0.2899, ge=0, le=1)
+    keep_threshold: float = Field(0.333679, ge=0, le=1)
+    abstain_below: float = Field(0.43, ge=0, le=1)
+    skip_below: float = Field(0.372, ge=0, le=1)
     target_escalation: float = Field(0.40, ge=0, le=1)
 
 
