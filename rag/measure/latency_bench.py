@@ -282,11 +282,12 @@ def load_items(folder: Path, limit: int, split: Split = "all") -> tuple[list[QAI
     """The timed questions (the first ``limit`` when limit > 0) and the warm-up candidates.
 
     The candidates are the questions after the timed ones, or the other split's when the whole
-    split is timed (at most ``WARM_UP_TRIES``); none for a set of one question.
+    split is timed (``_warm_up`` asks at most ``WARM_UP_TRIES`` of them); none for a set of one
+    question.
     """
     from rag.measure.eval.answers import load_qa
 
     items = load_qa(folder, split)
     timed = items[:limit] if limit > 0 else items
     rest = items[len(timed) :] or [q for q in load_qa(folder) if q not in timed]
-    return timed, rest[:WARM_UP_TRIES]
+    return timed, rest
