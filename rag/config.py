@@ -245,15 +245,16 @@ class RouterConfig(_Model):
 
     # Fitted on the 213 dev questions (`rag eval fit-router`, README); rag.yaml carries the same.
     sufficiency: LogisticParams = LogisticParams(
-        bias=0.80373,
+        bias=0.835177,
         weights={
-            "coverage_idf": -0.209344,
-            "coverage": 0.860894,
-            "coverage_all": -0.33216,
-            "unknown": -0.40925,
-            "margin": -0.074844,
-            "dense": -0.019298,
-            "terms": 0.070439,
+            "coverage_idf": -0.030543,
+            "coverage": 0.697365,
+            "coverage_all": -0.324911,
+            "unknown": -0.380293,
+            "margin": -0.008394,
+            "dense": 0.00675,
+            "terms": 0.072425,
+            "typed_gap": -0.691892,
         },
         means={
             "coverage_idf": 0.663351,
@@ -263,6 +264,7 @@ class RouterConfig(_Model):
             "margin": 0.158372,
             "dense": 0.542983,
             "terms": 1.813761,
+            "typed_gap": 0.075552,
         },
         scales={
             "coverage_idf": 0.255126,
@@ -272,25 +274,26 @@ class RouterConfig(_Model):
             "margin": 0.179815,
             "dense": 0.119831,
             "terms": 0.367637,
+            "typed_gap": 0.128722,
         },
     )
     draft: LogisticParams = LogisticParams(
-        bias=-0.899312,
+        bias=-0.92419,
         weights={
-            "sufficiency": 0.567743,
-            "coverage_idf": -0.135963,
-            "support": 0.585393,
-            "chars": -0.153461,
-            "cited": 0.406228,
+            "sufficiency": 0.724671,
+            "coverage_idf": -0.121242,
+            "support": 0.576541,
+            "chars": -0.109475,
+            "cited": 0.379116,
             "declines": 0.0,
             "declines_suff": 0.0,
             "marker_first": 0.0,
-            "logprob_mean": 0.343707,
-            "logprob_min": 0.110282,
-            "title_share": 0.022888,
-            "new_share": 0.026999,
-            "number_missing": -0.003298,
-            "cites_top": 0.232718,
+            "logprob_mean": 0.327662,
+            "logprob_min": 0.122637,
+            "title_share": 0.041529,
+            "new_share": -0.012131,
+            "number_missing": 0.02801,
+            "cites_top": 0.249676,
         },
         means={
             "sufficiency": 0.680751,
@@ -309,7 +312,7 @@ class RouterConfig(_Model):
             "cites_top": 0.624413,
         },
         scales={
-            "sufficiency": 0.135831,
+            "sufficiency": 0.167913,
             "coverage_idf": 0.255126,
             "support": 0.221884,
             "chars": 0.551501,
@@ -325,9 +328,9 @@ class RouterConfig(_Model):
             "cites_top": 0.484274,
         },
     )
-    keep_threshold: float = Field(0.333679, ge=0, le=1)
+    keep_threshold: float = Field(0.337431, ge=0, le=1)
     abstain_below: float = Field(0.43, ge=0, le=1)
-    skip_below: float = Field(0.372, ge=0, le=1)
+    skip_below: float = Field(0.3007, ge=0, le=1)
     target_escalation: float = Field(0.40, ge=0, le=1)
 
 

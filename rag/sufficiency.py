@@ -11,7 +11,12 @@ cosine in [0, 1], computed from the question and the retrieved passages with the
 * ``unknown`` — the share of IDF weight on words no indexed passage contains at all;
 * ``margin`` — best passage's ``coverage_idf`` minus the second best;
 * ``dense`` — the best cosine of the question to any passage (when an embedding index runs);
-* ``terms`` — how many distinct content words the question has (log).
+* ``terms`` — how many distinct content words the question has (log);
+* ``typed_gap`` — for a question that wants a number ("How many…", "When…", "What limit…"):
+  the best sentence's share of the question's IDF weight minus the best share among the
+  sentences that hold a number. A near miss names what the documents describe but asks what
+  they do not state ("Which Kafka version does the cluster run?"): its words meet in a
+  sentence, but not in one with a number. Unknown (``None``) for other questions.
 
 A logistic model fitted on the ``dev`` split (``rag eval fit-router``) turns them into the
 probability that the question is answerable from the passages.
@@ -25,13 +30,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.compress import HAS_NUMBER, WANTS_NUMBER, sentences
 from rag.config import LogisticParams
 from rag.termstats import TermStats, chunk_terms, terms
 from rag.types import Hit, Sufficiency
 
-__all__ = ["FEATURES", "Sufficiency", "features", "fit_logistic", "predict"]
+__all__ = ["FEATURES", "Sufficiency", "features", "fit_logistic", "predict", "typed_gap"]
 
-FEATURES = ("coverage_idf", "coverage", "coverage_all", "unknown", "margin", "dense", "terms")
+FEATURES = (
+    "coverage_idf",
+    "coverage",
+    "coverage_all",
+    "unknown",
+    "margin",
+    "dense",
+    "terms",
+    "typed_gap",
+)
 
 
 def features(
@@ -45,7 +60,14 @@ def features(
         "dense": dense,
     }
     if not weights or total <= 0:
-        out.update(coverage_idf=0.0, coverage=0.0, coverage_all=0.0, unknown=1.0, margin=0.0)
+        out.update(
+            coverage_idf=0.0,
+            coverage=0.0,
+            coverage_all=0.0,
+            unknown=1.0,
+            margin=0.0,
+            typed_gap=None,
+        )
         return out
     per_hit: list[tuple[float, float]] = []
     seen: set[str] = set()
@@ -62,8 +84,31 @@ def features(
         coverage_all=sum(weights[t] for t in seen) / total,
         unknown=sum(w for t, w in weights.items() if stats.df.get(t, 0) == 0) / total,
         margin=best[0] - second,
+        typed_gap=typed_gap(question, hits, weights),
     )
     return out
+
+
+def typed_gap(question: str, hits: Sequence[Hit], weights: Mapping[str, float]) -> float | None:
+    """How much less of the question the best sentence with a number holds than the best one.
+
+    ``None`` unless the question asks for a number (``WANTS_NUMBER``: "how many", "when", "what
+    limit"…). Digits in the question do not count: an identifier ("ticket INC-2041", a "[ref
+    s00-q1]" tag) names a thing, it does not ask for a number. Each passage's title is a
+    sentence of its own. 0 means the question's words meet in a sentence with a
+    number; 1, that no sentence with a number holds any of them while one without holds all.
+    """
+    total = sum(weights.values())
+    if total <= 0 or not WANTS_NUMBER.search(question):
+        return None
+    best = best_typed = 0.0
+    for hit in hits:
+        for sentence in sentences(f"{hit.chunk.title}\n{hit.chunk.text}"):
+            share = sum(weights.get(t, 0.0) for t in set(terms(sentence))) / total
+            best = max(best, share)
+            if HAS_NUMBER.search(sentence):
+                best_typed = max(best_typed, share)
+    return best - best_typed
 
 
 def _vector(values: Mapping[str, float | None], params: LogisticParams) -> np.ndarray:

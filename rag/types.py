@@ -131,6 +131,12 @@ class Sufficiency:
             parts.append(f"context sufficiency {self.probability:.2f}")
         if cov is not None:
             parts.append(f"best passage holds {cov:.0%} of the question's weight")
+        gap = self.features.get("typed_gap")
+        if gap is not None and gap >= 0.1:
+            parts.append(
+                f"the question asks for a number; the best sentence with one holds {gap:.0%}"
+                " less of its weight"
+            )
         return "; ".join(parts) or "no context signals"
 
 

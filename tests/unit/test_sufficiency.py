@@ -8,7 +8,7 @@ import random
 import pytest
 
 from rag.config import LogisticParams
-from rag.sufficiency import FEATURES, features, fit_logistic, predict
+from rag.sufficiency import FEATURES, features, fit_logistic, predict, typed_gap
 from rag.termstats import TermStats, terms
 from rag.types import Chunk, Hit
 
@@ -56,7 +56,26 @@ def test_short_and_long_questions_are_comparable() -> None:
 
 def test_no_words_at_all() -> None:
     f = features("?!", hits_for([0]), TermStats(chunks()))
-    assert f["coverage_idf"] == 0.0 and f["unknown"] == 1.0
+    assert f["coverage_idf"] == 0.0 and f["unknown"] == 1.0 and f["typed_gap"] is None
+
+
+def test_typed_gap_asks_whether_the_question_meets_a_number() -> None:
+    """A question that wants a number is answered by a sentence holding the question's words
+    and a number; a near miss finds its words only in sentences without one."""
+    stats = TermStats(chunks())
+    hotel = "How much can I spend on a hotel in Berlin per night?"
+    assert typed_gap(hotel, hits_for([2]), stats.weights(terms(hotel))) == pytest.approx(0.0)
+    # "how long" wants a number; the VPN passage names the VPN but states no duration
+    near = "How long is a VPN profile valid?"
+    gap = typed_gap(near, hits_for([1]), stats.weights(terms(near)))
+    assert gap is not None and gap > 0.3  # "vpn" and "profile" meet, with no number
+    # the same words, not asking for a number: unknown, not confident either way
+    what = "What is a VPN profile?"
+    assert typed_gap(what, hits_for([1]), stats.weights(terms(what))) is None
+    assert features(near, hits_for([1]), stats)["typed_gap"] == pytest.approx(gap)
+    # digits in an identifier or tag do not make a question ask for a number
+    tagged = "How do we set up the VPN profile? [ref s00-q1]"
+    assert typed_gap(tagged, hits_for([1]), stats.weights(terms(tagged))) is None
 
 
 def test_fit_recovers_a_separating_direction_and_predicts_probabilities() -> None:

@@ -163,3 +163,11 @@ def test_hits_markdown_shows_the_context_sufficiency() -> None:
     assert render.hits_markdown(ev).endswith(
         "Context: context sufficiency 0.82; best passage holds 75% of the question's weight."
     )
+    # a question that wants a number, whose words meet no sentence with one: said, with the gap
+    near = Retrieved(
+        "hybrid", (hit,), 4.0, Sufficiency({"coverage_idf": 0.9, "typed_gap": 0.4}, 0.5)
+    )
+    assert render.hits_markdown(near).endswith(
+        "best passage holds 90% of the question's weight; the question asks for a number; the"
+        " best sentence with one holds 40% less of its weight."
+    )
