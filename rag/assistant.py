@@ -291,6 +291,7 @@ class Assistant:
             if mode == "auto":
                 decision = policy.before_draft(signal_name, signal_hits, sufficiency=sufficiency)
                 run.reason = decision.reason
+                signals = dict(decision.signals)  # the draft's, when there is one, replace these
                 if decision.abstain:
                     abstained = True
                     final, final_model = self._abstain_text(decision), "policy"

@@ -790,6 +790,9 @@ def test_router_abstains_off_topic_questions_before_any_model(
     retrieved = of_type(events, rt.Retrieved)[0]
     assert retrieved.sufficiency is not None and retrieved.sufficiency.probability is not None
     assert retrieved.sufficiency.probability < 0.05
+    # the eval's details (and the router fit) read the context features of this row too
+    assert done.metrics.signals["sufficiency"] == retrieved.sufficiency.probability
+    assert done.metrics.signals["ctx_coverage_idf"] == 0.0
 
 
 def test_router_keeps_a_supported_draft_and_escalates_an_unsupported_one(
