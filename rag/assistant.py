@@ -358,10 +358,17 @@ class Assistant:
                 big = calls[-1]
                 if big.ok:
                     final, final_model = big.record.text, self.llm.name
-                    if mode == "auto" and decision is not None and decision.stage == "before":
+                    if mode == "auto" and decision is not None:
+                        # The policy may judge the answer too (weak context, made-up numbers).
                         after = policy.after_answer(
-                            signal_name, signal_hits, big.record.text, sufficiency=sufficiency
+                            signal_name,
+                            signal_hits,
+                            big.record.text,
+                            sufficiency=sufficiency,
+                            question=q,
+                            passages=sources,
                         )
+                        signals.update({f"answer_{k}": v for k, v in after.signals.items()})
                         if after.abstain:
                             abstained = True
                             run.reason += "; " + after.reason

@@ -64,12 +64,15 @@ class Evidence(TypedDict, total=False):
 
     ``sufficiency``: the context's scored sufficiency (None: not scored). ``usage``: the draft's
     call record, with the model's token log-probabilities when the provider returns them.
-    ``question``: what was asked (the router compares the draft with it).
+    ``question``: what was asked (the router compares the draft with it). ``passages``: the
+    sources the large model read, as packed into its prompt (the router checks its answer's
+    numbers against them).
     """
 
     sufficiency: Sufficiency | None
     usage: Usage | None
     question: str
+    passages: Sequence[Source]
 
 
 class PolicyBase:

@@ -813,6 +813,26 @@ def test_router_keeps_a_supported_draft_and_escalates_an_unsupported_one(
     assert "escalated: the router puts the chance the draft is right at" in escalated.metrics.reason
 
 
+def test_router_abstains_when_the_large_models_answer_makes_up_a_number(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """An escalated answer that states a number no passage holds is withheld: the documents
+    do not cover the question, and the large model filled the gap itself."""
+    cfg = make_config(tmp_path, fake.base_url, **ROUTER)
+    unsupported = "Lunch is free every Friday in the rooftop canteen for everybody [1]."
+    fake.script(SLM, [unsupported, unsupported])
+    fake.script(LLM, ["Meal expenses are reimbursed up to 95 euros per day [1].", LLM_ANSWER])
+    events = ask(build_assistant(cfg), Q_MEALS)
+    done = done_of(events)
+    assert done.abstained and done.model == "policy" and done.metrics.escalated
+    assert "the large model's answer states 95, which no passage holds" in done.answer
+    assert done.metrics.signals["answer_made_up_numbers"] == ["95"]
+    assert len(of_type(events, rt.Escalated)) == 1
+    kept = done_of(ask(build_assistant(cfg), Q_MEALS))  # 45 is in the passage
+    assert kept.model == LLM and not kept.abstained
+    assert kept.metrics.signals["answer_made_up_numbers"] == []
+
+
 @pytest.mark.slow
 def test_hybrid_weak_context_slider_reaches_the_signal_policy(
     fake: FakeOpenAI, tmp_path: Path

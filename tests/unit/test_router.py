@@ -189,6 +189,34 @@ def test_a_draft_with_a_made_up_number_is_abstained_or_escalated_never_kept() ->
     assert not kept.escalate and not kept.abstain
 
 
+def test_list_item_numbers_and_echoed_source_tags_are_not_stated_numbers() -> None:
+    q = "How do I book a hotel in Berlin?"
+    steps = "To book: 1. Open the portal. 2. Pick a hotel under 160 EUR. 3. Send it."
+    assert made_up_numbers(q, sources(), steps) == []
+    # a list that does not start at 1, or a lone number ending a sentence, is a number
+    assert made_up_numbers(q, sources(), "Use room 2. 3. Pay.") == ["2", "3"]
+    assert made_up_numbers(q, sources(), "The cap is 170. Book early.") == ["170"]
+    echoed = 'The cap is 160 EUR, as stated in <source n="1">.'
+    assert made_up_numbers(q, sources(), echoed) == []
+    assert made_up_numbers(q, sources(), 'Per <source n="3">, 9 nights.') == ["9"]
+
+
+def test_the_large_models_answer_with_a_made_up_number_is_abstained() -> None:
+    q = "How many hotel nights can I book in Berlin?"
+    made_up = policy().after_answer(
+        "hybrid", [], "You can book 14 nights [1].", question=q, passages=sources()
+    )
+    assert made_up.abstain and not made_up.escalate
+    assert made_up.reason.startswith("abstained: the large model's answer states 14, which no")
+    assert made_up.signals["made_up_numbers"] == ["14"]
+    kept = policy().after_answer(
+        "hybrid", [], "Up to 160 EUR per night [1].", question=q, passages=sources()
+    )
+    assert not kept.abstain and kept.signals["made_up_numbers"] == []
+    # without the passages the model read there is nothing to check against: kept
+    assert not policy().after_answer("hybrid", [], "14 nights.", question=q).abstain
+
+
 def _rows(n: int, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     rows = []
