@@ -48,6 +48,7 @@ DRAFT_FEATURES = (
     "cites_top",
 )
 _COVER = "the documents do not seem to cover this"
+_QUOTE = 160  # characters of a withheld answer quoted in the reason
 
 
 def draft_text_features(
@@ -300,9 +301,11 @@ class RouterPolicy(PolicyBase):
         made_up = made_up_numbers(evidence.get("question"), passages, plain) if passages else []
         signals: dict[str, Any] = {"retriever": retriever, "made_up_numbers": made_up}
         if made_up:
+            said = " ".join(plain.split())
+            said = said if len(said) <= _QUOTE else said[: _QUOTE - 1].rstrip() + "…"
             reason = (
                 f"abstained: the large model's answer states {', '.join(made_up)}, which no "
-                f"passage holds — {_COVER}"
+                f'passage holds ("{said}") — {_COVER}'
             )
             return Decision(False, "after", reason, signals, abstain=True)
         return Decision(False, "after", "kept the large model's answer", signals)

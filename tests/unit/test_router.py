@@ -208,6 +208,9 @@ def test_the_large_models_answer_with_a_made_up_number_is_abstained() -> None:
     )
     assert made_up.abstain and not made_up.escalate
     assert made_up.reason.startswith("abstained: the large model's answer states 14, which no")
+    assert '("You can book 14 nights.")' in made_up.reason  # what was withheld, markers off
+    long = policy().after_answer("hybrid", [], "x " * 200 + "14 nights.", passages=sources())
+    assert "x x…" in long.reason and len(long.reason) < 300
     assert made_up.signals["made_up_numbers"] == ["14"]
     kept = policy().after_answer(
         "hybrid", [], "Up to 160 EUR per night [1].", question=q, passages=sources()
