@@ -142,6 +142,39 @@ def _stated(text: str) -> str:
     return text
 
 
+# Words that say the answer computed a number from another one ("twice the weekly working hours
+# … which is 80 hours"): with one of them in the answer, that multiple of a known number is
+# not made up. "N times" takes the number before it.
+_MULTIPLIERS = {
+    "twice": 2.0, "double": 2.0, "doubled": 2.0, "triple": 3.0, "tripled": 3.0,
+    "half": 0.5, "halved": 0.5, "quarter": 0.25,
+}  # fmt: skip
+_TIMES = re.compile(r"\b(\d+|[a-z]+) times\b")
+
+
+def _factors(text: str) -> set[float]:
+    """The multipliers ``text`` names: "twice" = 2, "half" = 0.5, "three times" = 3."""
+    low = text.casefold()
+    found = {_MULTIPLIERS[w] for w in _WORD.findall(low) if w in _MULTIPLIERS}
+    for n in _TIMES.findall(low):
+        k = n if n.isdigit() else _NUMBER_WORDS.get(n)
+        if k and int(k) > 1:
+            found.add(float(k))
+    return found
+
+
+def _multiples(known: set[str], factors: set[float]) -> set[str]:
+    """``known``'s plain numbers times each factor, normalised as ``_digits`` writes them."""
+    out: set[str] = set()
+    for norm in known:
+        if norm.count(".") > 1:
+            continue  # a version or a date, not a quantity
+        for k in factors:
+            value = float(norm) * k
+            out.add(str(int(value)) if value.is_integer() else f"{value:g}")
+    return out
+
+
 def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str) -> list[str]:
     """Numbers the draft (or answer) states that neither the question nor any passage holds.
 
@@ -149,13 +182,17 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     ("Kubernetes 1.20", "Kafka 2.13.0"): a number that is in no passage is not from them.
     On dev, 5 of the 48 unanswerable questions' drafts held one and none of the 105
     answerable questions' drafts did. The large model does the same ("2 engineers work in
-    the Payments team"): see ``RouterPolicy.after_answer``. In order of appearance.
+    the Payments team"): see ``RouterPolicy.after_answer``. A multiple of a known number is
+    known when the answer names the multiplier ("twice the 40 weekly hours, 80 hours"). In
+    order of appearance.
     """
     known = _numbers(question or "")
     for s in sources:
         known |= _numbers(chunk_text(s.chunk))
+    stated = _stated(draft)
+    known |= _multiples(known, _factors(stated))
     out: list[str] = []
-    for raw, norm in _digits(_stated(draft)):
+    for raw, norm in _digits(stated):
         if norm not in known and raw not in out:
             out.append(raw)
     return out

@@ -256,3 +256,15 @@ def test_load_details_refuses_test_rows(tmp_path: Any) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(CorpusError, match="fit on dev only"):
         load_details(path)
+
+
+def test_a_multiple_the_answer_names_is_not_made_up() -> None:
+    chunk = Chunk("c3", "d3", "hr/leave.md", "Leave", "Overtime", "The week has 40 hours.", 0)
+    src = [Source(1, Hit(chunk, 1.0, 1))]
+    q = "How much leave can I save?"
+    assert made_up_numbers(q, src, "Up to twice the weekly hours, which is 80 hours.") == []
+    assert made_up_numbers(q, src, "Three times the week: 120 hours.") == []
+    assert made_up_numbers(q, src, "Half of it, 20 hours.") == []
+    # without the word, or with a multiple the word does not give, the number is made up
+    assert made_up_numbers(q, src, "Up to 80 hours.") == ["80"]
+    assert made_up_numbers(q, src, "Up to twice that, 100 hours.") == ["100"]
