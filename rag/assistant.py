@@ -353,7 +353,17 @@ class Assistant:
                     if use_refine and draft
                     else full_msgs
                 )
-                async for ev in answer_with(self.llm, "refine" if use_refine else "answer", msgs):
+                stage = "refine" if use_refine else "answer"
+                # The answer the policy will judge streams through its gate: a number the
+                # check would reject is held back and never shows (NumberGate).
+                checked = mode == "auto" and decision is not None
+                gate = policy.answer_gate(q, sources) if checked else None
+                async for ev in answer_with(self.llm, stage, msgs):
+                    if gate is not None and isinstance(ev, Token):
+                        shown = gate.feed(ev.text)
+                        if shown:
+                            yield Token(shown, ev.stage, ev.model)
+                        continue
                     yield ev
                 big = calls[-1]
                 if big.ok:
@@ -373,8 +383,12 @@ class Assistant:
                             abstained = True
                             run.reason += "; " + after.reason
                             final, final_model = self._abstain_text(after), "policy"
+                    if gate is not None and not abstained and (held := gate.rest()):
+                        yield Token(held, stage, self.llm.name)  # type: ignore[arg-type]
                 elif big.cut:
                     final, final_model, incomplete = big.record.text, self.llm.name, True
+                    if gate is not None and (held := gate.rest()):
+                        yield Token(held, stage, self.llm.name)  # type: ignore[arg-type]
                     yield Notice(
                         f"{big.error} — the answer is incomplete; ask again to retry.", "warning"
                     )

@@ -58,6 +58,18 @@ class EscalationPolicy(Protocol):
         self, retriever: str, hits: Sequence[Hit], answer: str, **evidence: Unpack[Evidence]
     ) -> Decision: ...
 
+    def answer_gate(self, question: str, passages: Sequence[Source]) -> AnswerGate | None: ...
+
+
+class AnswerGate(Protocol):
+    """What of the large model's answer may be shown while it streams, before
+    ``after_answer`` has judged it: ``feed`` returns the part of each piece to show now,
+    ``rest`` what was held back (shown once the answer is kept, dropped if it is not)."""
+
+    def feed(self, piece: str) -> str: ...
+
+    def rest(self) -> str: ...
+
 
 class Evidence(TypedDict, total=False):
     """What a policy may weigh beyond the passages and the text; a policy reads what it needs.
@@ -91,6 +103,10 @@ class PolicyBase:
     ) -> Decision:
         """Keep the large model's answer: a policy that does not judge it shows it as it is."""
         return Decision(False, "after", "kept the large model's answer", {"retriever": retriever})
+
+    def answer_gate(self, question: str, passages: Sequence[Source]) -> AnswerGate | None:
+        """None: a policy that does not judge the answer's words lets it stream as it comes."""
+        return None
 
 
 @dataclass(frozen=True)

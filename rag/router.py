@@ -198,6 +198,66 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     return out
 
 
+_MARKER_SPAN = re.compile(r"\[\s*\d+(?:\s*,\s*\d+)*\s*\]")
+# The end of a stream may be the start of a number ("1,6" of "1,600"), a marker ("[1, ") or a
+# source tag: it is judged when the next piece completes it.
+_UNFINISHED = re.compile(r"(?:\[[\d\s,]*|</?source[^>]*|\d+(?:[.,:]\d+)*[.,:]?)$", re.IGNORECASE)
+
+
+class NumberGate:
+    """Streams an answer, holding back everything from the first number no passage holds.
+
+    The answer check (``RouterPolicy.after_answer``) reads the whole answer once it is
+    complete; streamed as it comes, a made-up number would be on screen before the abstention
+    replaced it. Through the gate it never shows: ``feed`` returns what may be shown now, and
+    ``rest`` what was held back, to show once the check has kept the answer. Citation markers
+    and source tags are not numbers; a list item number the check would accept ("1.") may
+    hold the rest back until the end, which only delays it.
+    """
+
+    def __init__(self, question: str | None, sources: Sequence[Source]) -> None:
+        self._known = _numbers(question or "")
+        for s in sources:
+            self._known |= _numbers(chunk_text(s.chunk))
+        self._text = ""
+        self._shown = 0
+        self._held = False
+
+    @property
+    def holding(self) -> bool:
+        """True once a number no passage holds has been held back."""
+        return self._held
+
+    def feed(self, piece: str) -> str:
+        """Take the next piece of the answer; return the text that may be shown now."""
+        self._text += piece
+        if self._held:
+            return ""
+        unfinished = _UNFINISHED.search(self._text)
+        limit = unfinished.start() if unfinished else len(self._text)
+        if limit <= self._shown:
+            return ""
+        text = self._text[:limit]
+        skip = [m.span() for p in (_MARKER_SPAN, _SOURCE_TAG) for m in p.finditer(text)]
+        known = self._known | _multiples(self._known, _factors(text))
+        for m in _NUMBER.finditer(text, self._shown):
+            if any(a <= m.start() < b for a, b in skip):
+                continue
+            if any(norm not in known for _raw, norm in _digits(m.group())):
+                self._held = True
+                limit = m.start()
+                break
+        out = self._text[self._shown : limit]
+        self._shown = limit
+        return out
+
+    def rest(self) -> str:
+        """What was held back (all of it, once the stream has ended)."""
+        out = self._text[self._shown :]
+        self._shown = len(self._text)
+        return out
+
+
 def unsupported(signals: Mapping[str, Any], min_support: float) -> bool:
     """The draft is not backed by the passages: it declines, states a number none holds, or
     too few of its words are in the passage it cites (the router's signals, live or recorded)."""
@@ -321,6 +381,10 @@ class RouterPolicy(PolicyBase):
                 f"below {keep:.2f} ({ctx}, {why_draft})"
             )
         return Decision(True, "after", reason, signals)
+
+    def answer_gate(self, question: str, passages: Sequence[Source]) -> NumberGate:
+        """Hold back a number ``after_answer`` would reject, so it never shows (NumberGate)."""
+        return NumberGate(question, passages)
 
     def after_answer(
         self, retriever: str, hits: Sequence[Hit], answer: str, **evidence: Unpack[Evidence]

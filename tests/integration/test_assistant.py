@@ -828,9 +828,15 @@ def test_router_abstains_when_the_large_models_answer_makes_up_a_number(
     assert "the large model's answer states 95, which no passage holds" in done.answer
     assert done.metrics.signals["answer_made_up_numbers"] == ["95"]
     assert len(of_type(events, rt.Escalated)) == 1
-    kept = done_of(ask(build_assistant(cfg), Q_MEALS))  # 45 is in the passage
+    # it streamed through the gate: the words before 95 were shown, 95 never was
+    answer_tokens = "".join(t.text for t in of_type(events, rt.Token) if t.stage == "answer")
+    assert answer_tokens == "Meal expenses are reimbursed up to "
+    kept_events = ask(build_assistant(cfg), Q_MEALS)  # 45 is in the passage
+    kept = done_of(kept_events)
     assert kept.model == LLM and not kept.abstained
     assert kept.metrics.signals["answer_made_up_numbers"] == []
+    shown = "".join(t.text for t in of_type(kept_events, rt.Token) if t.stage == "answer")
+    assert shown == LLM_ANSWER
 
 
 @pytest.mark.slow

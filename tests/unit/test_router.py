@@ -11,7 +11,7 @@ from rag.config import EscalationConfig, LogisticParams, RouterConfig
 from rag.errors import CorpusError
 from rag.escalation import POLICIES
 from rag.measure.eval.router_fit import MAX_FALSE_ABSTAIN, fit_router, load_details
-from rag.router import RouterPolicy, draft_text_features, made_up_numbers
+from rag.router import NumberGate, RouterPolicy, draft_text_features, made_up_numbers
 from rag.types import Chunk, Hit, Source, Sufficiency, Usage
 
 PASSAGE = "Hotel expenses are capped at 160 EUR per night in Berlin."
@@ -268,3 +268,27 @@ def test_a_multiple_the_answer_names_is_not_made_up() -> None:
     # without the word, or with a multiple the word does not give, the number is made up
     assert made_up_numbers(q, src, "Up to 80 hours.") == ["80"]
     assert made_up_numbers(q, src, "Up to twice that, 100 hours.") == ["100"]
+
+
+def streamed(gate: NumberGate, pieces: list[str]) -> list[str]:
+    return [gate.feed(p) for p in pieces]
+
+
+def test_the_gate_holds_back_a_made_up_number_while_the_answer_streams() -> None:
+    gate = NumberGate("What is the hotel cap?", sources())
+    shown = streamed(gate, ["Hotels are ", "capped at 1", "9", "0 EUR", " per night [1]."])
+    assert "".join(shown) == "Hotels are capped at "  # 190 is in no passage: it never shows
+    assert gate.holding
+    assert gate.rest() == "190 EUR per night [1]."
+
+
+def test_the_gate_shows_known_numbers_markers_and_tags_as_they_come() -> None:
+    gate = NumberGate("What is the hotel cap?", sources())
+    pieces = ["Capped at 1", "60", " EUR [", "1", "] per night", ' (<source n="', "3", '">).']
+    shown = streamed(gate, pieces)
+    # a number waits for the piece that ends it: "1" could have been "190"
+    assert shown[:3] == ["Capped at ", "", "160 EUR "]
+    assert "".join(shown) + gate.rest() == "".join(pieces)
+    assert not gate.holding
+    twice = NumberGate("What is the hotel cap?", sources())
+    assert "".join(streamed(twice, ["Twice the cap, 320", " EUR."])) == "Twice the cap, 320 EUR."
