@@ -11,7 +11,13 @@ from rag.config import EscalationConfig, LogisticParams, RouterConfig
 from rag.errors import CorpusError
 from rag.escalation import POLICIES
 from rag.measure.eval.router_fit import MAX_FALSE_ABSTAIN, fit_router, load_details
-from rag.router import NumberGate, RouterPolicy, draft_text_features, made_up_numbers
+from rag.router import (
+    NumberGate,
+    RouterPolicy,
+    draft_text_features,
+    made_up_numbers,
+    missing_kind,
+)
 from rag.types import Chunk, Hit, Source, Sufficiency, Usage
 
 PASSAGE = "Hotel expenses are capped at 160 EUR per night in Berlin."
@@ -292,3 +298,28 @@ def test_the_gate_shows_known_numbers_markers_and_tags_as_they_come() -> None:
     assert not gate.holding
     twice = NumberGate("What is the hotel cap?", sources())
     assert "".join(streamed(twice, ["Twice the cap, 320", " EUR."])) == "Twice the cap, 320 EUR."
+
+
+def test_an_answer_without_the_kind_the_question_asks_for_is_not_trusted() -> None:
+    phone = "What is Joost Verhoeven's phone number?"
+    assert missing_kind(phone, "Joost's phone number is in PagerDuty.") == "a phone number"
+    assert missing_kind(phone, "Call +31 30 123 4567.") is None
+    assert missing_kind("What is the email address of HR?", "HR answers.") == "an e-mail address"
+    assert missing_kind("What is the email address of HR?", "Write to hr@acme.example.") is None
+    assert missing_kind("staging URL", "It is `staging-euw1`.") == "a web address"
+    assert missing_kind("staging URL", "https://app.staging.acme.com") is None
+    assert missing_kind("Which port does search listen on?", "Port 9200.") is None
+    # a question that mentions the word but asks for something else is not typed
+    assert missing_kind("Does the website say who approves?", "The manager.") is None
+    assert missing_kind("Can I expense my phone?", "Yes, up to 160 EUR.") is None
+    # a draft without it is never kept, and an escalated answer without it is abstained
+    q = "What is the hotel desk's phone number?"
+    draft = policy(keep_threshold=0.0).after_draft(
+        "hybrid", sources(), "Hotels are capped at 160 EUR [1].", sufficiency=suff(0.9), question=q
+    )
+    assert draft.escalate and "asks for a phone number and the draft gives none" in draft.reason
+    answer = policy().after_answer(
+        "hybrid", [], "Call the travel desk [1].", question=q, passages=sources()
+    )
+    assert answer.abstain and answer.signals["missing_kind"] == "a phone number"
+    assert "asks for a phone number and the large model's answer gives none" in answer.reason
