@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rag.models.base import Message
 from rag.models.openai_compat import estimate_tokens
+from rag.text import clip
 from rag.types import Hit, Source
 
 NOT_IN_DOCS = "The documents do not say."
@@ -135,7 +136,6 @@ def retrieval_only_answer(sources: Sequence[Source], limit: int = 3, chars: int 
     lines = ["**No model is reachable — here are the most relevant passages instead.**", ""]
     for s in sources[:limit]:
         text = " ".join(plain_text(s.chunk.text).split())
-        quote = text[:chars] + ("…" if len(text) > chars else "")
-        lines.append(f"> {quote} [{s.n}]")
+        lines.append(f"> {clip(text, chars)} [{s.n}]")
         lines.append("")
     return "\n".join(lines).strip()

@@ -28,7 +28,7 @@ from rag.compress import HAS_NUMBER, WANTS_NUMBER
 from rag.config import EscalationConfig, RouterConfig
 from rag.escalation import Evidence, PolicyBase, SignalPolicy
 from rag.sufficiency import predict
-from rag.text import chunk_text
+from rag.text import chunk_text, clip
 from rag.types import Decision, Hit, Source, Sufficiency, Usage
 
 DRAFT_FEATURES = (
@@ -456,8 +456,7 @@ class RouterPolicy(PolicyBase):
             "made_up_numbers": made_up,
             "missing_kind": missing,
         }
-        said = " ".join(plain.split())
-        said = said if len(said) <= _QUOTE else said[: _QUOTE - 1].rstrip() + "…"
+        said = clip(" ".join(plain.split()), _QUOTE)
         if made_up:
             reason = (
                 f"abstained: the large model's answer states {', '.join(made_up)}, which no "

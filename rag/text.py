@@ -226,6 +226,11 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS]
 
 
+def clip(text: str, chars: int) -> str:
+    """``text`` as it is when it has at most ``chars`` characters, else cut to that with "…"."""
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
 def chunk_text(chunk: Chunk) -> str:
     """What every index sees of a chunk: title, heading path and body, one per line.
 
