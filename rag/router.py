@@ -198,6 +198,33 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     return out
 
 
+# An e-mail, web or host address the answer gives must be one the passages (or the question)
+# give: asked for a contact the documents do not name, the large model writes a plausible one
+# ("Femke.dewit@kestrelledger.com").
+_ADDRESS = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s)\]>\"'`]+"
+    r"|\b(?:[\w-]+\.)+(?:com|org|net|io|dev|app|eu|nl|pt|de|uk|local|internal)\b(?:/[^\s)\]>\"'`]*)?",
+    re.IGNORECASE,
+)
+
+
+def made_up_addresses(question: str | None, sources: Sequence[Source], answer: str) -> list[str]:
+    """E-mail, web and host addresses ``answer`` gives that no passage (or the question) holds.
+
+    On the 213 dev questions the answers of both models gave 13 addresses: 12 were in the
+    passages (9 of them in right answers) and one was made up, an e-mail address for a
+    person whose address the documents do not give (an unanswerable question). In order of
+    appearance, compared without case.
+    """
+    known = "\n".join([question or "", *(chunk_text(s.chunk) for s in sources)]).casefold()
+    out: list[str] = []
+    for found in _ADDRESS.findall(answer):
+        address = found.rstrip(".,;:!?")
+        if address.casefold() not in known and address not in out:
+            out.append(address)
+    return out
+
+
 # Answer typing: a question that asks for a phone number, an e-mail address, a web address or
 # a port is answered only by text that holds one. "Joost Verhoeven's phone number is in
 # PagerDuty" (or "… is 09:30") does not answer it, whatever its support.
@@ -308,6 +335,7 @@ def unsupported(signals: Mapping[str, Any], min_support: float) -> bool:
     return (
         bool(signals.get("evasive"))
         or bool(signals.get("made_up_numbers"))
+        or bool(signals.get("made_up_addresses"))
         or float(signals.get("support") or 0.0) < min_support
     )
 
@@ -387,13 +415,16 @@ class RouterPolicy(PolicyBase):
         ctx_feats = {
             f"ctx_{k}": v for k, v in (sufficiency.features if sufficiency else {}).items()
         }
-        made_up = made_up_numbers(evidence.get("question"), sources, plain)
+        numbers = made_up_numbers(evidence.get("question"), sources, plain)
+        addresses = made_up_addresses(evidence.get("question"), sources, plain)
+        made_up = numbers + addresses
         missing = missing_kind(evidence.get("question"), plain)
         signals: dict[str, Any] = {
             **base.signals,
             **ctx_feats,
             **feats,
-            "made_up_numbers": made_up,
+            "made_up_numbers": numbers,
+            "made_up_addresses": addresses,
             "missing_kind": missing,
             "p_draft_right": p_right,
         }
@@ -444,16 +475,21 @@ class RouterPolicy(PolicyBase):
         questions its answer held one for 13 of the 68 unanswerable and none of the 145
         answerable (list item numbers and echoed source tags aside). ``passages`` in the
         evidence are the sources the model read; without them the numbers are not checked.
-        An answer that does not give the kind the question asks for (``missing_kind``: a
-        phone number, an e-mail or web address, a port) is abstained too.
+        So is an e-mail or web address no passage holds (``made_up_addresses``), and an answer
+        that does not give the kind the question asks for (``missing_kind``: a phone number,
+        an e-mail or web address, a port).
         """
         passages = evidence.get("passages")
         plain = strip_markers(answer)
-        made_up = made_up_numbers(evidence.get("question"), passages, plain) if passages else []
-        missing = missing_kind(evidence.get("question"), plain)
+        question = evidence.get("question")
+        numbers = made_up_numbers(question, passages, plain) if passages else []
+        addresses = made_up_addresses(question, passages, plain) if passages else []
+        made_up = numbers + addresses
+        missing = missing_kind(question, plain)
         signals: dict[str, Any] = {
             "retriever": retriever,
-            "made_up_numbers": made_up,
+            "made_up_numbers": numbers,
+            "made_up_addresses": addresses,
             "missing_kind": missing,
         }
         said = clip(" ".join(plain.split()), _QUOTE)

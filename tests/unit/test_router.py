@@ -15,6 +15,7 @@ from rag.router import (
     NumberGate,
     RouterPolicy,
     draft_text_features,
+    made_up_addresses,
     made_up_numbers,
     missing_kind,
 )
@@ -323,3 +324,24 @@ def test_an_answer_without_the_kind_the_question_asks_for_is_not_trusted() -> No
     )
     assert answer.abstain and answer.signals["missing_kind"] == "a phone number"
     assert "asks for a phone number and the large model's answer gives none" in answer.reason
+
+
+def test_an_address_no_passage_holds_is_made_up() -> None:
+    chunk = Chunk(
+        "c4", "d4", "hr/contacts.md", "Contacts", "HR", "Write to hr@acme.example.com.", 0
+    )
+    src = [Source(1, Hit(chunk, 1.0, 1))]
+    q = "What is the e-mail address of Femke?"
+    assert made_up_addresses(q, src, "Write to HR@acme.example.com.") == []  # case aside
+    assert made_up_addresses(q, src, "Femke is femke@acme.example.com.") == [
+        "femke@acme.example.com"
+    ]
+    assert made_up_addresses(q, src, "See https://wiki.acme.com/hr or intranet.acme.com.") == [
+        "https://wiki.acme.com/hr",
+        "intranet.acme.com",
+    ]
+    answer = policy().after_answer(
+        "hybrid", [], "Femke is femke@acme.example.com [1].", question=q, passages=src
+    )
+    assert answer.abstain and answer.signals["made_up_addresses"] == ["femke@acme.example.com"]
+    assert "states femke@acme.example.com, which no passage holds" in answer.reason
