@@ -78,7 +78,9 @@ def router_app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with (
         run_fake_openai(tmp_path_factory.mktemp("fake-openai-router"), script) as models,
-        run_chainlit(tmp_path_factory.mktemp("chainlit-router"), models, extra_env=ROUTER_ENV) as url,
+        run_chainlit(
+            tmp_path_factory.mktemp("chainlit-router"), models, extra_env=ROUTER_ENV
+        ) as url,
     ):
         yield url
 
