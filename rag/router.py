@@ -276,27 +276,29 @@ _UNFINISHED = re.compile(r"(?:\[[\d\s,]*|</?source[^>]*|\d+(?:[.,:]\d+)*[.,:]?)$
 
 
 class NumberGate:
-    """Streams an answer, holding back everything from the first number no passage holds.
+    """Streams an answer, holding back everything from the first number or address no passage
+    holds.
 
     The answer check (``RouterPolicy.after_answer``) reads the whole answer once it is
-    complete; streamed as it comes, a made-up number would be on screen before the abstention
-    replaced it. Through the gate it never shows: ``feed`` returns what may be shown now, and
-    ``rest`` what was held back, to show once the check has kept the answer. Citation markers
-    and source tags are not numbers; a list item number the check would accept ("1.") may
-    hold the rest back until the end, which only delays it.
+    complete; streamed as it comes, a made-up number or e-mail address would be on screen
+    before the abstention replaced it. Through the gate it never shows: ``feed`` returns what
+    may be shown now, whole words only (an address or a number is judged when its word ends),
+    and ``rest`` what was held back, to show once the check has kept the answer. Citation
+    markers and source tags are not numbers; a list item number the check would accept ("1.")
+    may hold the rest back until the end, which only delays it.
     """
 
     def __init__(self, question: str | None, sources: Sequence[Source]) -> None:
-        self._known = _numbers(question or "")
-        for s in sources:
-            self._known |= _numbers(chunk_text(s.chunk))
+        texts = [question or "", *(chunk_text(s.chunk) for s in sources)]
+        self._known = set().union(*(_numbers(t) for t in texts))
+        self._known_text = "\n".join(texts).casefold()
         self._text = ""
         self._shown = 0
         self._held = False
 
     @property
     def holding(self) -> bool:
-        """True once a number no passage holds has been held back."""
+        """True once a number or an address no passage holds has been held back."""
         return self._held
 
     def feed(self, piece: str) -> str:
@@ -304,20 +306,30 @@ class NumberGate:
         self._text += piece
         if self._held:
             return ""
-        unfinished = _UNFINISHED.search(self._text)
-        limit = unfinished.start() if unfinished else len(self._text)
+        # whole words only, and not a marker or source tag still open at the end
+        limit = max(self._text.rfind(" "), self._text.rfind("\n")) + 1
+        unfinished = _UNFINISHED.search(self._text, 0, limit)
+        if unfinished:
+            limit = unfinished.start()
         if limit <= self._shown:
             return ""
         text = self._text[:limit]
         skip = [m.span() for p in (_MARKER_SPAN, _SOURCE_TAG) for m in p.finditer(text)]
         known = self._known | _multiples(self._known, _factors(text))
-        for m in _NUMBER.finditer(text, self._shown):
-            if any(a <= m.start() < b for a, b in skip):
-                continue
-            if any(norm not in known for _raw, norm in _digits(m.group())):
-                self._held = True
-                limit = m.start()
-                break
+        bad = [
+            m.start()
+            for m in _NUMBER.finditer(text, self._shown)
+            if not any(a <= m.start() < b for a, b in skip)
+            and any(norm not in known for _raw, norm in _digits(m.group()))
+        ]
+        bad += [
+            m.start()
+            for m in _ADDRESS.finditer(text, self._shown)
+            if m.group().rstrip(".,;:!?").casefold() not in self._known_text
+        ]
+        if bad:
+            self._held = True
+            limit = min(bad)
         out = self._text[self._shown : limit]
         self._shown = limit
         return out
@@ -462,7 +474,7 @@ class RouterPolicy(PolicyBase):
         return Decision(True, "after", reason, signals)
 
     def answer_gate(self, question: str, passages: Sequence[Source]) -> NumberGate:
-        """Hold back a number ``after_answer`` would reject, so it never shows (NumberGate)."""
+        """Hold back a number or address ``after_answer`` would reject, so it never shows."""
         return NumberGate(question, passages)
 
     def after_answer(

@@ -298,7 +298,19 @@ def test_the_gate_shows_known_numbers_markers_and_tags_as_they_come() -> None:
     assert "".join(shown) + gate.rest() == "".join(pieces)
     assert not gate.holding
     twice = NumberGate("What is the hotel cap?", sources())
-    assert "".join(streamed(twice, ["Twice the cap, 320", " EUR."])) == "Twice the cap, 320 EUR."
+    assert streamed(twice, ["Twice the cap, 320", " EUR."]) == ["Twice the cap, ", "320 "]
+    assert twice.rest() == "EUR." and not twice.holding  # shown once the check keeps it
+
+
+def test_the_gate_holds_back_a_made_up_address_from_its_first_character() -> None:
+    chunk = Chunk("c5", "d5", "hr/contacts.md", "Contacts", "HR", "Write to hr@acme.com.", 0)
+    src = [Source(1, Hit(chunk, 1.0, 1))]
+    gate = NumberGate("What is Femke's e-mail address?", src)
+    pieces = ["Femke is fem", "ke@", "acme", ".com", " [1]."]
+    assert "".join(streamed(gate, pieces)) == "Femke is "  # never a part of the address
+    assert gate.holding
+    known = NumberGate("What is the HR e-mail address?", src)
+    assert "".join(streamed(known, ["Write to HR@acme", ".com now."])) == "Write to HR@acme.com "
 
 
 def test_an_answer_without_the_kind_the_question_asks_for_is_not_trusted() -> None:
