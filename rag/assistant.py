@@ -354,8 +354,8 @@ class Assistant:
                     else full_msgs
                 )
                 stage = "refine" if use_refine else "answer"
-                # The answer the policy will judge streams through its gate: a number the
-                # check would reject is held back and never shows (NumberGate).
+                # The answer the policy will judge streams through its gate: a number or an
+                # address the check would reject is held back and never shows (NumberGate).
                 checked = mode == "auto" and decision is not None
                 gate = policy.answer_gate(q, sources) if checked else None
                 async for ev in answer_with(self.llm, stage, msgs):

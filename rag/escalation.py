@@ -36,7 +36,11 @@ class EscalationPolicy(Protocol):
       it cites, or the context is ambiguous.
     * ``after_answer`` when the large model answered because context was weak and
       ``on_weak_context`` is "escalate": abstain if that answer is still evasive or
-      unsupported.
+      unsupported. The router judges every escalated answer here (made-up numbers and
+      addresses, the asked kind missing).
+
+    While that answer streams, ``answer_gate`` may hold back what ``after_answer`` would
+    reject, so it never shows before the verdict (None: the answer streams as it comes).
 
     Scores are only comparable within one retriever, so every method takes the retriever's
     name to pick its threshold. Methods are pure: same inputs, same Decision. ``signals``
