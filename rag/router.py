@@ -175,6 +175,11 @@ def _multiples(known: set[str], factors: set[float]) -> set[str]:
     return out
 
 
+def _read(question: str | None, sources: Sequence[Source]) -> list[str]:
+    """What the model read: the question and every passage (title and heading included)."""
+    return [question or "", *(chunk_text(s.chunk) for s in sources)]
+
+
 def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str) -> list[str]:
     """Numbers the draft (or answer) states that neither the question nor any passage holds.
 
@@ -186,9 +191,7 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     known when the answer names the multiplier ("twice the 40 weekly hours, 80 hours"). In
     order of appearance.
     """
-    known = _numbers(question or "")
-    for s in sources:
-        known |= _numbers(chunk_text(s.chunk))
+    known = set().union(*(_numbers(t) for t in _read(question, sources)))
     stated = _stated(draft)
     known |= _multiples(known, _factors(stated))
     out: list[str] = []
@@ -216,7 +219,7 @@ def made_up_addresses(question: str | None, sources: Sequence[Source], answer: s
     person whose address the documents do not give (an unanswerable question). In order of
     appearance, compared without case.
     """
-    known = "\n".join([question or "", *(chunk_text(s.chunk) for s in sources)]).casefold()
+    known = "\n".join(_read(question, sources)).casefold()
     out: list[str] = []
     for found in _ADDRESS.findall(answer):
         address = found.rstrip(".,;:!?")
@@ -289,7 +292,7 @@ class NumberGate:
     """
 
     def __init__(self, question: str | None, sources: Sequence[Source]) -> None:
-        texts = [question or "", *(chunk_text(s.chunk) for s in sources)]
+        texts = _read(question, sources)
         self._known = set().union(*(_numbers(t) for t in texts))
         self._known_text = "\n".join(texts).casefold()
         self._text = ""
