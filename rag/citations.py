@@ -48,6 +48,11 @@ def _drop_marker(match: re.Match[str]) -> str:
     return match.group(0) if _numbers(match) is None else ""
 
 
+def marker_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text``'s citation markers are (start, end), the ones ``strip_markers`` removes."""
+    return [m.span() for m in _MARKER.finditer(text) if _numbers(m) is not None]
+
+
 def strip_markers(text: str) -> str:
     """``text`` with every citation marker (and the blank just before it) removed."""
     return _MARKER.sub(_drop_marker, text)

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
-from rag.citations import content_tokens, strip_markers
+from rag.citations import content_tokens, marker_spans, strip_markers
 from rag.compress import HAS_NUMBER, WANTS_NUMBER
 from rag.config import EscalationConfig, RouterConfig
 from rag.escalation import Evidence, PolicyBase, SignalPolicy
@@ -272,7 +272,6 @@ def missing_kind(question: str | None, answer: str) -> str | None:
     return None
 
 
-_MARKER_SPAN = re.compile(r"\[\s*\d+(?:\s*,\s*\d+)*\s*\]")
 # The end of a stream may be the start of a number ("1,6" of "1,600"), a marker ("[1, ") or a
 # source tag: it is judged when the next piece completes it.
 _UNFINISHED = re.compile(r"(?:\[[\d\s,]*|</?source[^>]*|\d+(?:[.,:]\d+)*[.,:]?)$", re.IGNORECASE)
@@ -317,7 +316,7 @@ class NumberGate:
         if limit <= self._shown:
             return ""
         text = self._text[:limit]
-        skip = [m.span() for p in (_MARKER_SPAN, _SOURCE_TAG) for m in p.finditer(text)]
+        skip = [*marker_spans(text), *(m.span() for m in _SOURCE_TAG.finditer(text))]
         known = self._known | _multiples(self._known, _factors(text))
         bad = [
             m.start()
