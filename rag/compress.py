@@ -49,6 +49,8 @@ TOP_PASSAGE_SENTENCES = 3
 # which passage, not which sentence: inside that passage it counts this much.
 TITLE_TERM_WEIGHT = 0.5
 _HEADING_CHARS = 60
+# Whether selection is guesswork is judged on the two best passages (``context.whole_below``).
+_SURE_RANKS = 2
 
 _ITEM = re.compile(r"^([-*•+>|]|\d+[.)]\s)")
 # Plain-text tables: columns are separated by runs of spaces ("Payments    payments-gateway
@@ -184,6 +186,8 @@ def compress(
         for p in scored:
             for j in range(len(p.parts)):
                 p.score[j] += cfg.dense_weight * total * max(0.0, next(sims) - cfg.dense_floor)
+    if _guesswork(passages, whole, total, cfg.whole_below):
+        return Compressed(tuple(hits), before, before)
     used = sum(sum(passages[i].cost) for i in whole)
 
     def take(p: _Passage, j: int) -> bool:
@@ -242,6 +246,18 @@ def compress(
         out = merge_documents(out)
     after = sum(estimate_tokens(h.chunk.text) for h in out)
     return Compressed(tuple(out), before, after)
+
+
+def _guesswork(passages: Sequence[_Passage], whole: set[int], total: float, share: float) -> bool:
+    """True when no sentence of the two best passages that would be cut scores ``share`` of the
+    question's weight: nothing in them matches the question well, so which sentences hold the
+    answer is a guess (a paraphrase: "get my clothes washed" answered by "Laundry")."""
+    best = [
+        max(p.score, default=0.0)
+        for i, p in enumerate(passages)
+        if i not in whole and p.hit.rank <= _SURE_RANKS
+    ]
+    return bool(best) and max(best) < share * total
 
 
 def merge_documents(hits: Sequence[Hit]) -> list[Hit]:

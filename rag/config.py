@@ -129,7 +129,7 @@ class ContextConfig(_Model):
     """How retrieved passages are packed into the prompt (context compression)."""
 
     compress: bool = True  # keep the question's sentences (with neighbours, headings) per passage
-    budget_tokens: int = Field(350, ge=16, le=8000)  # estimated tokens for all passages together
+    budget_tokens: int = Field(330, ge=16, le=8000)  # estimated tokens for all passages together
     whole_passage_tokens: int = Field(60, ge=0)  # passages this short go in untouched
     neighbours: int = Field(1, ge=0, le=5)  # sentences kept either side of a chosen one
     # embedding retrievers also score each sentence by its cosine to the question: + weight x
@@ -139,6 +139,10 @@ class ContextConfig(_Model):
     # passages go in whole when the top passage's title and heading hold this share of the
     # question's IDF weight ("What is the on-call escalation policy?"); above 1 = never
     broad_share: float = Field(0.67, ge=0, le=1.01)
+    # passages go in whole when no sentence of the two best passages scores this share of the
+    # question's IDF weight (words, cosine and answer type): choosing sentences would be a guess
+    # (0 = never)
+    whole_below: float = Field(0.55, ge=0, le=10)
     # the kept parts of one document's passages go into one source: its title and <source>
     # wrapper (about 20 tokens) are printed once, not once per passage (off: README, dev)
     merge_documents: bool = False

@@ -32,7 +32,8 @@ def test_keeps_the_answer_sentence_and_its_neighbours_and_marks_gaps() -> None:
     answer = "The VPN client is WireGuard and the config lives in the IT portal."
     text = f"{FILLER} Before the answer. {answer} After the answer. {FILLER}"
     hits = hits_of(text)
-    cfg = ContextConfig(budget_tokens=80, whole_passage_tokens=10, neighbours=1)
+    # whole_below=0: these tests choose sentences even where the best one matches weakly
+    cfg = ContextConfig(budget_tokens=80, whole_passage_tokens=10, neighbours=1, whole_below=0)
     out = compress("Which VPN client do we use?", hits, TermStats([h.chunk for h in hits]), cfg)
     kept = out.hits[0].chunk.text
     assert answer in kept
@@ -166,7 +167,9 @@ ASKED = "Who do I ask about a lost company credit card?"
 def test_a_sentence_similarity_keeps_an_answer_in_other_words() -> None:
     hits = hits_of(f"{FILLER} {LURE} {FILLER} {IN_OTHER_WORDS} {FILLER}")
     stats = TermStats([h.chunk for h in hits])
-    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=0, dense_weight=0.5)
+    cfg = ContextConfig(
+        budget_tokens=30, whole_passage_tokens=0, neighbours=0, dense_weight=0.5, whole_below=0
+    )
     seen: list[list[str]] = []
 
     def similarity(question: str, texts: Sequence[str]) -> list[float]:
@@ -207,7 +210,7 @@ def test_words_of_the_title_count_for_less_inside_its_passage(monkeypatch) -> No
     answer = "Install WireGuard from the portal and import your profile."
     hit = Hit(chunk(0, f"{named} {FILLER} {answer} {FILLER}", title="VPN"), 1.0, 1)
     stats = TermStats([hit.chunk])
-    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=0)  # one sentence
+    cfg = ContextConfig(budget_tokens=30, whole_passage_tokens=0, neighbours=0, whole_below=0)
 
     def kept() -> str:
         return compress("How do I install the VPN?", [hit], stats, cfg).hits[0].chunk.text
@@ -276,7 +279,7 @@ def test_a_question_about_the_top_document_as_a_whole_gets_its_passages_whole() 
         Hit(chunk(1, FILLER), 0.5, 2),
     ]
     stats = TermStats([h.chunk for h in hits])
-    cfg = ContextConfig(budget_tokens=60, whole_passage_tokens=0)
+    cfg = ContextConfig(budget_tokens=60, whole_passage_tokens=0, whole_below=0)
     out = compress("What is the on-call escalation policy?", hits, stats, cfg)
     assert [h.chunk.text for h in out.hits] == [h.chunk.text for h in hits]
     assert out.tokens_after == out.tokens_before
@@ -286,3 +289,37 @@ def test_a_question_about_the_top_document_as_a_whole_gets_its_passages_whole() 
     never = cfg.model_copy(update={"broad_share": 1.01})
     out = compress("What is the on-call escalation policy?", hits, stats, never)
     assert out.tokens_after < out.tokens_before
+
+
+def test_passages_go_in_whole_when_no_sentence_of_the_two_best_matches_well() -> None:
+    # "Where do I get my clothes washed?" shares no word with "Laundry is on the third floor.":
+    # choosing sentences by the question's words would be a guess, so nothing is cut.
+    answer = "Laundry service is on the third floor, Tuesdays only."
+    hits = hits_of(f"{FILLER} {answer} {FILLER}", FILLER)
+    stats = TermStats([h.chunk for h in hits])
+    cfg = ContextConfig(budget_tokens=60, whole_passage_tokens=0)
+    out = compress("Where do I get my clothes washed?", hits, stats, cfg)
+    assert [h.chunk.text for h in out.hits] == [h.chunk.text for h in hits]
+    assert out.tokens_after == out.tokens_before
+    # with the rule off, the budget cuts the same passages (and here loses the answer)
+    off = compress(
+        "Where do I get my clothes washed?", hits, stats, cfg.model_copy(update={"whole_below": 0})
+    )
+    assert off.tokens_after < off.tokens_before and answer not in off.hits[0].chunk.text
+    # a question whose words a sentence holds is compressed as before, keeping that sentence
+    asked = compress("Which floor is the laundry service on?", hits, stats, cfg)
+    assert asked.tokens_after < asked.tokens_before and answer in asked.hits[0].chunk.text
+
+
+def test_a_sentence_in_other_words_counts_as_a_match() -> None:
+    # the cosine is part of a sentence's score: an answer close in meaning is not a guess
+    answer = "Laundry service is on the third floor, Tuesdays only."
+    hits = hits_of(f"{FILLER} {answer} {FILLER}", FILLER)
+    stats = TermStats([h.chunk for h in hits])
+    cfg = ContextConfig(budget_tokens=60, whole_passage_tokens=0, dense_weight=2.0)
+
+    def similarity(question: str, texts: Sequence[str]) -> list[float]:
+        return [0.9 if t == answer else 0.1 for t in texts]
+
+    out = compress("Where do I get my clothes washed?", hits, stats, cfg, similarity)
+    assert out.tokens_after < out.tokens_before and answer in out.hits[0].chunk.text
