@@ -235,7 +235,9 @@ _ASKED: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
     (
         "a phone number",
         re.compile(r"\b(phone|telephone) number\b|\bnumber (to|should I|do I) call\b", re.I),
-        re.compile(r"\+?\d[\d ()./-]{5,}\d"),
+        # eight digits or more, or an international "+" and seven: a postcode ("1200-066
+        # Lisboa", seven digits) or a time is not a phone number
+        re.compile(r"\+\d(?:[ ()./-]*\d){6,}|\d(?:[ ()./-]*\d){7,}"),
     ),
     (
         "an e-mail address",

@@ -317,6 +317,8 @@ def test_an_answer_without_the_kind_the_question_asks_for_is_not_trusted() -> No
     phone = "What is Joost Verhoeven's phone number?"
     assert missing_kind(phone, "Joost's phone number is in PagerDuty.") == "a phone number"
     assert missing_kind(phone, "Call +31 30 123 4567.") is None
+    assert missing_kind(phone, "Call 030 799 41 00.") is None
+    assert missing_kind(phone, "Rua Augusta 1, 1200-066 Lisboa.") == "a phone number"  # postcode
     assert missing_kind("What is the email address of HR?", "HR answers.") == "an e-mail address"
     assert missing_kind("What is the email address of HR?", "Write to hr@acme.example.") is None
     assert missing_kind("staging URL", "It is `staging-euw1`.") == "a web address"
