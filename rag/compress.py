@@ -12,7 +12,10 @@ under it instead of neighbours, in every passage. Short passages go in whole. Ti
 headings stay: ``format_source`` prints them for every passage, so an opening line that repeats
 them is dropped. Gaps are marked with "…" so the model knows text was left out. A question
 whose words are mostly the top passage's title and heading asks about that document as a
-whole: its words choose no sentence, so nothing is cut (``context.broad_share``).
+whole: its words choose no sentence, so nothing is cut (``context.broad_share``). Nor is
+anything cut when no sentence of the two best passages scores a fair share of the question's
+weight (``context.whole_below``): the answer is then in other words than the question's, and
+which sentences hold it would be a guess.
 """
 
 from __future__ import annotations
