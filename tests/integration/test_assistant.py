@@ -893,6 +893,7 @@ def test_hybrid_compression_keeps_the_answer_the_embedding_model_finds(
             tmp_path / weight, fake.base_url, corpus__path=corpus, escalation__mode="never",
             context__budget_tokens=30, context__whole_passage_tokens=0, context__neighbours=0,
             context__dense_weight=weight, corpus__chunk_words=400, corpus__overlap_words=0,
+            context__whole_below=0,  # choose sentences even though the best matches weakly
         )  # fmt: skip
         assistant = build_assistant(cfg)
         assert (assistant._similarity("hybrid") is None) == (weight == "0")
@@ -901,3 +902,13 @@ def test_hybrid_compression_keeps_the_answer_the_embedding_model_finds(
         prompts[weight] = user_prompt(fake.requests_for(SLM)[-1])
     assert answer in prompts["0.5"] and lure not in prompts["0.5"]
     assert lure in prompts["0"] and answer not in prompts["0"]
+    # with the shipped whole_below, no sentence matches well enough to choose: nothing is cut
+    (tmp_path / "whole").mkdir()
+    cfg = hybrid_config(
+        tmp_path / "whole", fake.base_url, corpus__path=corpus, escalation__mode="never",
+        context__budget_tokens=30, context__whole_passage_tokens=0, corpus__chunk_words=400,
+    )  # fmt: skip
+    ask(build_assistant(cfg), question)
+    whole = user_prompt(fake.requests_for(SLM)[-1])
+    assert answer in whole and lure in whole
+    assert whole.count("Sentence 7 is about the plants") == 3  # every filler sentence, thrice
