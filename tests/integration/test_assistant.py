@@ -839,6 +839,24 @@ def test_router_abstains_when_the_large_models_answer_makes_up_a_number(
     assert shown == LLM_ANSWER
 
 
+def test_the_eval_does_not_count_a_withheld_answer_that_holds_the_gold_as_right(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The abstention quotes the answer it withheld; its gold words do not make it right."""
+    from rag.measure.eval.answers import QAItem, eval_answers
+
+    cfg = make_config(tmp_path, fake.base_url, **ROUTER)
+    unsupported = "Lunch is free every Friday in the rooftop canteen for everybody [1]."
+    fake.script(SLM, [unsupported])
+    fake.script(LLM, ["Meal expenses are reimbursed up to 95 euros per day [1]."])
+    details: list[dict[str, Any]] = []
+    item = QAItem("q1", Q_MEALS, ("95 euros",), False)
+    [row] = asyncio.run(eval_answers(build_assistant(cfg), [item], ["auto"], details=details))
+    assert details[0]["abstained"] and "95 euros" in details[0]["answer"]  # quoted
+    assert details[0]["correct"] is False
+    assert row["contains_gold"] == 0.0 and row["false_abstain"] == 1.0
+
+
 @pytest.mark.slow
 def test_hybrid_weak_context_slider_reaches_the_signal_policy(
     fake: FakeOpenAI, tmp_path: Path

@@ -145,7 +145,8 @@ async def eval_answers(
             if item.impossible:
                 abstains.append(declined)
             else:
-                correct = contains_gold(text, item.answers)
+                # an abstention quotes the answer it withheld: that is not a right answer
+                correct = not done.abstained and contains_gold(text, item.answers)
                 gold_hits.append(correct)
                 false_abstains.append(declined)
                 f1s.append(max((token_f1(text, g) for g in item.answers), default=0.0))
