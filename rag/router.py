@@ -180,6 +180,11 @@ def _read(question: str | None, sources: Sequence[Source]) -> list[str]:
     return [question or "", *(chunk_text(s.chunk) for s in sources)]
 
 
+def _known_numbers(texts: Sequence[str]) -> set[str]:
+    """Every normalised number of ``texts`` (``_numbers``)."""
+    return set().union(*(_numbers(t) for t in texts))
+
+
 def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str) -> list[str]:
     """Numbers the draft (or answer) states that neither the question nor any passage holds.
 
@@ -191,7 +196,7 @@ def made_up_numbers(question: str | None, sources: Sequence[Source], draft: str)
     known when the answer names the multiplier ("twice the 40 weekly hours, 80 hours"). In
     order of appearance.
     """
-    known = set().union(*(_numbers(t) for t in _read(question, sources)))
+    known = _known_numbers(_read(question, sources))
     stated = _stated(draft)
     known |= _multiples(known, _factors(stated))
     out: list[str] = []
@@ -222,10 +227,16 @@ def made_up_addresses(question: str | None, sources: Sequence[Source], answer: s
     known = "\n".join(_read(question, sources)).casefold()
     out: list[str] = []
     for found in _ADDRESS.findall(answer):
-        address = found.rstrip(".,;:!?")
-        if address.casefold() not in known and address not in out:
+        address = _unknown_address(found, known)
+        if address and address not in out:
             out.append(address)
     return out
+
+
+def _unknown_address(found: str, known: str) -> str | None:
+    """``found`` less trailing punctuation when ``known`` (case-folded text) lacks it, else None."""
+    address = found.rstrip(".,;:!?")
+    return None if address.casefold() in known else address
 
 
 # Answer typing: a question that asks for a phone number, an e-mail address, a web address or
@@ -294,7 +305,7 @@ class NumberGate:
 
     def __init__(self, question: str | None, sources: Sequence[Source]) -> None:
         texts = _read(question, sources)
-        self._known = set().union(*(_numbers(t) for t in texts))
+        self._known = _known_numbers(texts)
         self._known_text = "\n".join(texts).casefold()
         self._text = ""
         self._shown = 0
@@ -329,7 +340,7 @@ class NumberGate:
         bad += [
             m.start()
             for m in _ADDRESS.finditer(text, self._shown)
-            if m.group().rstrip(".,;:!?").casefold() not in self._known_text
+            if _unknown_address(m.group(), self._known_text)
         ]
         if bad:
             self._held = True
