@@ -27,7 +27,7 @@ from rag.retrieval.base import HasDenseSide, HasEncoder, HasSparseSide
 from rag.retrieval.encoder import VectorCache
 from rag.sufficiency import features as sufficiency_features
 from rag.sufficiency import predict
-from rag.termstats import TermStats, stats_for
+from rag.termstats import TermStats, stats_for, terms
 from rag.types import (
     ContextPacked,
     Decision,
@@ -310,6 +310,7 @@ class Assistant:
                         sufficiency=sufficiency,
                         usage=draft.record.usage(),
                         question=q,
+                        weights=stats.weights(terms(q)),
                     )
                     signals = dict(judged.signals)
                 if draft.ok and mode == "never":
@@ -453,13 +454,18 @@ class Assistant:
         self, question: str, name: str, hits: Sequence[Hit], stats: TermStats
     ) -> Sufficiency:
         """The context-sufficiency features and probability (same model for every retriever)."""
-        feats = sufficiency_features(question, hits, stats, self._dense_top(name, question, hits))
+        dense = self._dense_top(name, question, hits)
+        feats = sufficiency_features(question, hits, stats, dense, self._cosines(name))
         params = self.cfg.escalation.router.sufficiency
         return Sufficiency(feats, predict(feats, params) if params.weights else None)
 
     def _similarity(self, name: str) -> Similarity | None:
-        """Sentence scoring by the embedding model, when the retriever in use has one loaded."""
-        if name not in ("embedding", "hybrid") or not self.cfg.context.dense_weight:
+        """Sentence scoring in the compression, unless its dense weight is off."""
+        return self._cosines(name) if self.cfg.context.dense_weight else None
+
+    def _cosines(self, name: str) -> Similarity | None:
+        """Question-to-sentence cosines, when the retriever in use has an embedding model loaded."""
+        if name not in ("embedding", "hybrid"):
             return None
         found = self.index.get(name)
         side = found.dense if isinstance(found, HasDenseSide) else found

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypedDict, Unpack
 
@@ -82,13 +82,15 @@ class Evidence(TypedDict, total=False):
     call record, with the model's token log-probabilities when the provider returns them.
     ``question``: what was asked (the router compares the draft with it). ``passages``: the
     sources the large model read, as packed into its prompt (the router checks its answer's
-    numbers against them).
+    numbers against them). ``weights``: the question's terms and their IDF in the index in use
+    (the router finds which passage sentence the draft comes from and how well it matches).
     """
 
     sufficiency: Sufficiency | None
     usage: Usage | None
     question: str
     passages: Sequence[Source]
+    weights: Mapping[str, float]
 
 
 class PolicyBase:

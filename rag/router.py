@@ -24,10 +24,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
 from rag.citations import content_tokens, marker_spans, strip_markers
-from rag.compress import HAS_NUMBER, WANTS_NUMBER
+from rag.compress import HAS_NUMBER, WANTS_NUMBER, sentences
 from rag.config import EscalationConfig, RouterConfig
 from rag.escalation import Evidence, PolicyBase, SignalPolicy
 from rag.sufficiency import predict
+from rag.termstats import terms
 from rag.text import chunk_text, clip
 from rag.types import Decision, Hit, Source, Sufficiency, Usage
 
@@ -46,13 +47,17 @@ DRAFT_FEATURES = (
     "new_share",
     "number_missing",
     "cites_top",
+    "answer_match",
 )
 _COVER = "the documents do not seem to cover this"
 _QUOTE = 160  # characters of a withheld answer quoted in the reason
 
 
 def draft_text_features(
-    question: str | None, sources: Sequence[Source], draft: str
+    question: str | None,
+    sources: Sequence[Source],
+    draft: str,
+    weights: Mapping[str, float] | None = None,
 ) -> dict[str, float | None]:
     """What the draft's words say about it, beyond their support in the passages.
 
@@ -62,7 +67,13 @@ def draft_text_features(
     * ``new_share``: share of its content words the question does not hold — an answer adds
       something, a draft that restates the question does not (None without the question);
     * ``number_missing``: 1 when the question asks for a number (how long, when, how many…)
-      and the draft holds no digit.
+      and the draft holds no digit;
+    * ``answer_match``: the share of the question's IDF weight (``weights``) held by the
+      passage sentence the draft's words come from (most of them; a tie goes to the sentence
+      that matches the question better), 0 when no sentence shares a word with the draft. A
+      near miss is answered with a fact from a sentence about something else ("Joost's phone
+      number is 09:30"): the draft is supported, by the wrong sentence. On dev, AUC 0.73 right
+      vs wrong among answerable drafts, the best single draft signal (None without weights).
     """
     words = set(content_tokens(draft))
     body: set[str] = set()
@@ -81,7 +92,22 @@ def draft_text_features(
         feats["new_share"] = len(words - asked) / len(words) if words else 0.0
         wants = bool(WANTS_NUMBER.search(question))
         feats["number_missing"] = 1.0 if wants and not HAS_NUMBER.search(draft) else 0.0
+    feats["answer_match"] = None if weights is None else answer_match(words, sources, weights)
     return feats
+
+
+def answer_match(words: set[str], sources: Sequence[Source], weights: Mapping[str, float]) -> float:
+    """The question's share (IDF) in the sentence that holds most of the draft's ``words``."""
+    total = sum(weights.values())
+    if not words or total <= 0:
+        return 0.0
+    best: tuple[int, float] = (0, 0.0)
+    for s in sources:
+        for sentence in sentences(s.chunk.text):
+            shared = len(words & set(content_tokens(sentence)))
+            share = sum(weights.get(t, 0.0) for t in set(terms(sentence))) / total
+            best = max(best, (shared, share))
+    return best[1] if best[0] else 0.0
 
 
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -400,6 +426,7 @@ def draft_features(
         # taken from a lower-ranked passage is wrong more often (the best-ranked one holds
         # the answer most often): 5-fold CV on dev drafts, AUC 0.69 -> 0.72 with it.
         "cites_top": 1.0 if 1 in (signals.get("markers") or ()) else 0.0,
+        "answer_match": text.get("answer_match"),
     }
 
 
@@ -440,7 +467,9 @@ class RouterPolicy(PolicyBase):
         sufficiency, usage = evidence.get("sufficiency"), evidence.get("usage")
         base = self.signals.after_draft(retriever, sources, draft)
         plain = strip_markers(draft)
-        text = draft_text_features(evidence.get("question"), sources, plain)
+        text = draft_text_features(
+            evidence.get("question"), sources, plain, evidence.get("weights")
+        )
         feats = draft_features(base.signals, sufficiency, usage, text)
         p_right = predict(feats, self.router.draft)
         suff = sufficiency.probability if sufficiency else None

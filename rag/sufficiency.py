@@ -17,6 +17,10 @@ cosine in [0, 1], computed from the question and the retrieved passages with the
   sentences that hold a number. A near miss names what the documents describe but asks what
   they do not state ("Which Kafka version does the cluster run?"): its words meet in a
   sentence, but not in one with a number. Unknown (``None``) for other questions.
+* ``sent_dense`` — the best cosine of the question to a sentence of the two best passages
+  (when the retriever embeds text): an answer sits in one sentence, and a passage's cosine
+  averages it with the rest. On dev, AUC 0.68 answerable vs not against 0.58 for the
+  passage-level ``dense``; unknown (``None``) without an embedding model.
 
 A logistic model fitted on the ``dev`` split (``rag eval fit-router``) turns them into the
 probability that the question is answerable from the passages.
@@ -30,12 +34,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.compress import HAS_NUMBER, WANTS_NUMBER, sentences
+from rag.compress import HAS_NUMBER, WANTS_NUMBER, Similarity, sentences
 from rag.config import LogisticParams
 from rag.termstats import TermStats, chunk_terms, terms
 from rag.types import Hit, Sufficiency
 
-__all__ = ["FEATURES", "Sufficiency", "features", "fit_logistic", "predict", "typed_gap"]
+__all__ = [
+    "FEATURES",
+    "Sufficiency",
+    "features",
+    "fit_logistic",
+    "predict",
+    "sentence_dense",
+    "typed_gap",
+]
 
 FEATURES = (
     "coverage_idf",
@@ -46,18 +58,30 @@ FEATURES = (
     "dense",
     "terms",
     "typed_gap",
+    "sent_dense",
 )
+# ``sent_dense`` reads the sentences of this many best passages.
+SENTENCE_PASSAGES = 2
 
 
 def features(
-    question: str, hits: Sequence[Hit], stats: TermStats, dense: float | None = None
+    question: str,
+    hits: Sequence[Hit],
+    stats: TermStats,
+    dense: float | None = None,
+    similarity: Similarity | None = None,
 ) -> dict[str, float | None]:
-    """The sufficiency features of ``hits`` for ``question`` (see the module docstring)."""
+    """The sufficiency features of ``hits`` for ``question`` (see the module docstring).
+
+    ``dense`` is the best passage cosine, ``similarity`` the embedding model's question-to-
+    sentences cosines; either is unknown (``None``) when the retriever in use embeds nothing.
+    """
     weights = stats.weights(terms(question))
     total = sum(weights.values())
     out: dict[str, float | None] = {
         "terms": math.log1p(len(weights)),
         "dense": dense,
+        "sent_dense": sentence_dense(question, hits, similarity),
     }
     if not weights or total <= 0:
         out.update(
@@ -87,6 +111,16 @@ def features(
         typed_gap=typed_gap(question, hits, weights),
     )
     return out
+
+
+def sentence_dense(
+    question: str, hits: Sequence[Hit], similarity: Similarity | None
+) -> float | None:
+    """The best cosine of ``question`` to a sentence of the ``SENTENCE_PASSAGES`` best hits."""
+    if similarity is None:
+        return None
+    parts = [s for hit in hits[:SENTENCE_PASSAGES] for s in sentences(hit.chunk.text)]
+    return max((float(c) for c in similarity(question, parts)), default=0.0) if parts else 0.0
 
 
 def typed_gap(question: str, hits: Sequence[Hit], weights: Mapping[str, float]) -> float | None:

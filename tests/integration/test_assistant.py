@@ -930,3 +930,32 @@ def test_hybrid_compression_keeps_the_answer_the_embedding_model_finds(
     whole = user_prompt(fake.requests_for(SLM)[-1])
     assert answer in whole and lure in whole
     assert whole.count("Sentence 7 is about the plants") == 3  # every filler sentence, thrice
+
+
+def test_the_router_reads_sentence_cosines_and_the_drafts_sentence(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Hybrid: sufficiency reads the best sentence cosine (even with the compression's dense
+    weight off) and the draft's features say which sentence it came from; bm25: unknown."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    answer = "Marloes Kuipers in Finance replaces stolen or missing Pleo cards."
+    (corpus / "office.md").write_text(
+        f"# Office notes\n\nBirthday cards are in the top drawer. {answer} Plants need water.\n"
+    )
+    (corpus / "kitchen.md").write_text("# Kitchen\n\nClean the fridge on Fridays.\n")
+    question = "Who replaces a missing Pleo card?"
+    cfg = hybrid_config(
+        tmp_path, fake.base_url, corpus__path=corpus, escalation__mode="never",
+        context__dense_weight="0", escalation__policy="router",
+    )  # fmt: skip
+    seen = {}
+    for retriever in ("hybrid", "bm25"):
+        fake.script(SLM, ["Marloes Kuipers in Finance replaces missing Pleo cards."])
+        events = ask(build_assistant(cfg), question, retriever=retriever)
+        seen[retriever] = done_of(events).metrics.signals
+    cosine = seen["hybrid"]["ctx_sent_dense"]
+    assert isinstance(cosine, float) and 0.3 < cosine <= 1.0
+    assert seen["bm25"]["ctx_sent_dense"] is None  # no embedding model behind bm25
+    for signals in seen.values():  # the answer's sentence holds most of the question's weight
+        assert signals["answer_match"] > 0.5

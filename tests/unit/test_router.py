@@ -19,6 +19,7 @@ from rag.router import (
     made_up_numbers,
     missing_kind,
 )
+from rag.termstats import TermStats, terms
 from rag.types import Chunk, Hit, Source, Sufficiency, Usage
 
 PASSAGE = "Hotel expenses are capped at 160 EUR per night in Berlin."
@@ -157,6 +158,26 @@ def test_a_draft_taken_from_a_lower_ranked_passage_does_not_cite_the_top() -> No
     assert top.signals["cites_top"] == 1.0
     assert later.signals["cites_top"] == 0.0
     assert uncited.signals["cites_top"] == 0.0
+
+
+def test_answer_match_is_how_well_the_drafts_sentence_matches_the_question() -> None:
+    """A near miss is answered from a sentence about something else: supported, but by a
+    sentence that holds little of the question."""
+    text = "Hotel expenses are capped at 160 EUR per night. Taxis need a receipt over 20 EUR."
+    chunk = Chunk("c5", "d5", "policies/travel.md", "Travel", "Costs", text, 0)
+    src = [Source(1, Hit(chunk, 1.0, 1))]
+    q = "What is the hotel cap per night?"
+    weights = TermStats([chunk, *(s.chunk for s in sources())]).weights(terms(q))
+    right = draft_text_features(q, src, "Hotels are capped at 160 EUR per night.", weights)
+    wrong = draft_text_features(q, src, "A receipt is needed over 20 EUR for taxis.", weights)
+    assert right["answer_match"] is not None and wrong["answer_match"] is not None
+    assert right["answer_match"] > 0.5 > wrong["answer_match"]
+    assert draft_text_features(q, src, "Nobody knows.", weights)["answer_match"] == 0.0
+    assert draft_text_features(q, src, "160 EUR.")["answer_match"] is None  # no weights
+    kept = policy().after_draft(
+        "hybrid", src, "Hotels are capped at 160 EUR per night.", question=q, weights=weights
+    )
+    assert kept.signals["answer_match"] == pytest.approx(right["answer_match"])
 
 
 def test_a_number_no_passage_holds_is_made_up() -> None:

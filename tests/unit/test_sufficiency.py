@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 
 import pytest
 
 from rag.config import LogisticParams
-from rag.sufficiency import FEATURES, features, fit_logistic, predict, typed_gap
+from rag.sufficiency import (
+    FEATURES,
+    features,
+    fit_logistic,
+    predict,
+    sentence_dense,
+    typed_gap,
+)
 from rag.termstats import TermStats, terms
 from rag.types import Chunk, Hit
 
@@ -76,6 +84,29 @@ def test_typed_gap_asks_whether_the_question_meets_a_number() -> None:
     # digits in an identifier or tag do not make a question ask for a number
     tagged = "How do we set up the VPN profile? [ref s00-q1]"
     assert typed_gap(tagged, hits_for([1]), stats.weights(terms(tagged))) is None
+
+
+def overlap(question: str, parts: Sequence[str]) -> list[float]:
+    """A stand-in for the embedding model's cosines: the Jaccard overlap of stemmed words."""
+    q = set(terms(question))
+    return [len(q & set(terms(p))) / max(1, len(q | set(terms(p)))) for p in parts]
+
+
+def test_sent_dense_is_the_best_sentence_of_the_two_best_passages() -> None:
+    two = Chunk("c9", "d9", "d9.md", "Doc 9", "", "Nothing here. Hotel expenses are capped.", 0)
+    hotel = "Are hotel expenses capped?"
+    best = sentence_dense(hotel, [Hit(chunks()[1], 1.0, 1), Hit(two, 0.9, 2)], overlap)
+    # the second passage's second sentence, not the passage as a whole
+    assert best == pytest.approx(overlap(hotel, ["Hotel expenses are capped."])[0])
+    assert best is not None and best > overlap(hotel, [two.text])[0]
+    # the third passage is not read: the answer would have to be ranked that low
+    third = [Hit(chunks()[1], 1.0, 1), Hit(chunks()[3], 0.9, 2), Hit(two, 0.8, 3)]
+    assert sentence_dense(hotel, third, overlap) == pytest.approx(0.0)
+    # without an embedding model it is unknown, and the features say so
+    assert sentence_dense(hotel, third, None) is None
+    assert features(hotel, third, TermStats(chunks()))["sent_dense"] is None
+    with_model = features(hotel, [Hit(two, 1.0, 1)], TermStats(chunks()), similarity=overlap)
+    assert with_model["sent_dense"] == pytest.approx(best)
 
 
 def test_fit_recovers_a_separating_direction_and_predicts_probabilities() -> None:
