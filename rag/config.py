@@ -249,16 +249,17 @@ class RouterConfig(_Model):
 
     # Fitted on the 213 dev questions (`rag eval fit-router`, README); rag.yaml carries the same.
     sufficiency: LogisticParams = LogisticParams(
-        bias=0.835177,
+        bias=0.8589,
         weights={
-            "coverage_idf": -0.030543,
-            "coverage": 0.697365,
-            "coverage_all": -0.324911,
-            "unknown": -0.380293,
-            "margin": -0.008394,
-            "dense": 0.00675,
-            "terms": 0.072425,
-            "typed_gap": -0.691892,
+            "coverage_idf": -0.100682,
+            "coverage": 0.617515,
+            "coverage_all": -0.350954,
+            "unknown": -0.384209,
+            "margin": -0.037373,
+            "dense": -0.260253,
+            "terms": 0.007348,
+            "typed_gap": -0.622393,
+            "sent_dense": 0.554255,
         },
         means={
             "coverage_idf": 0.663351,
@@ -269,6 +270,7 @@ class RouterConfig(_Model):
             "dense": 0.542983,
             "terms": 1.813761,
             "typed_gap": 0.075552,
+            "sent_dense": 0.608849,
         },
         scales={
             "coverage_idf": 0.255126,
@@ -279,25 +281,27 @@ class RouterConfig(_Model):
             "dense": 0.119831,
             "terms": 0.367637,
             "typed_gap": 0.128722,
+            "sent_dense": 0.128765,
         },
     )
     draft: LogisticParams = LogisticParams(
-        bias=-0.852943,
+        bias=-1.026462,
         weights={
-            "sufficiency": 0.890552,
-            "coverage_idf": -0.180058,
-            "support": 0.732573,
-            "chars": -0.095093,
-            "cited": -0.048628,
+            "sufficiency": 1.38217,
+            "coverage_idf": -0.660114,
+            "support": 0.757945,
+            "chars": -0.015994,
+            "cited": -0.164042,
             "declines": 0.0,
             "declines_suff": 0.0,
             "marker_first": 0.0,
-            "logprob_mean": 0.582629,
-            "logprob_min": -0.119868,
-            "title_share": 0.206944,
-            "new_share": -0.193397,
-            "number_missing": -0.006519,
-            "cites_top": 0.097496,
+            "logprob_mean": 0.568235,
+            "logprob_min": -0.088928,
+            "title_share": 0.352335,
+            "new_share": -0.121155,
+            "number_missing": 0.0912,
+            "cites_top": 0.119169,
+            "answer_match": 0.648657,
         },
         means={
             "sufficiency": 0.680751,
@@ -314,9 +318,10 @@ class RouterConfig(_Model):
             "new_share": 0.463326,
             "number_missing": 0.051643,
             "cites_top": 0.633803,
+            "answer_match": 0.43542,
         },
         scales={
-            "sufficiency": 0.167913,
+            "sufficiency": 0.183859,
             "coverage_idf": 0.255126,
             "support": 0.210795,
             "chars": 0.504183,
@@ -330,11 +335,12 @@ class RouterConfig(_Model):
             "new_share": 0.262085,
             "number_missing": 0.221306,
             "cites_top": 0.481764,
+            "answer_match": 0.277876,
         },
     )
-    keep_threshold: float = Field(0.326918, ge=0, le=1)
-    abstain_below: float = Field(0.43, ge=0, le=1)
-    skip_below: float = Field(0.3007, ge=0, le=1)
+    keep_threshold: float = Field(0.303626, ge=0, le=1)
+    abstain_below: float = Field(0.53, ge=0, le=1)
+    skip_below: float = Field(0.2631, ge=0, le=1)
     target_escalation: float = Field(0.40, ge=0, le=1)
 
 
