@@ -12,7 +12,9 @@ Two logistic models, both fitted on the ``dev`` split by ``rag eval fit-router``
 Three outcomes, each with a plain sentence and the numbers behind it: keep the draft when
 P(draft right) ≥ ``keep_threshold``; abstain when sufficiency < ``abstain_below`` and the draft
 is unsupported, declines or states a number no passage holds (the large model cannot answer
-those either); otherwise escalate. A draft with such a made-up number is never kept.
+those either), or whatever the sufficiency when almost none of the draft's words are in the
+passages (``outside_below``: it answers from the model's own knowledge); otherwise escalate. A
+draft with such a made-up number is never kept.
 With sufficiency below ``skip_below`` the app abstains before drafting.
 """
 
@@ -398,6 +400,23 @@ def unsupported(signals: Mapping[str, Any], min_support: float) -> bool:
     )
 
 
+# A draft needs this many content words before its support can say it came from elsewhere:
+# "Yes." holds none and "Paris." one.
+_OUTSIDE_MIN_WORDS = 2
+
+
+def from_outside(signals: Mapping[str, Any], draft: str, below: float) -> bool:
+    """True when the draft answers (does not decline) with words the passages almost all lack:
+    its ``support`` (the share of its content words in the passages it cites, or in all of
+    them when it cites none) is below ``below``, and it has two content words or more."""
+    return (
+        below > 0
+        and not signals.get("evasive")
+        and len(set(content_tokens(draft))) >= _OUTSIDE_MIN_WORDS
+        and float(signals.get("support") or 0.0) < below
+    )
+
+
 def draft_features(
     signals: dict[str, Any],
     sufficiency: Sufficiency | None,
@@ -505,6 +524,13 @@ class RouterPolicy(PolicyBase):
             reason = (
                 f"abstained: {ctx} is below {self.router.abstain_below:.2f} and {why_draft} "
                 f"(the draft is not backed by the passages) — {_COVER}"
+            )
+            return Decision(False, "after", reason, signals, abstain=True)
+        if from_outside(signals, plain, self.router.outside_below):
+            reason = (
+                f"abstained: only {feats['support']:.0%} of the draft's words are in the "
+                f"passages (below {self.router.outside_below:.0%}): the model answered from "
+                f"its own knowledge, not from the documents ({ctx}) — {_COVER}"
             )
             return Decision(False, "after", reason, signals, abstain=True)
         if p_right >= keep and not made_up and not missing:

@@ -74,6 +74,27 @@ def test_abstains_when_context_is_weak_and_the_draft_unsupported() -> None:
     assert "do not seem to cover" in d.reason
 
 
+def test_a_draft_from_the_models_own_knowledge_is_abstained_whatever_the_context() -> None:
+    """None of the draft's words are in the passages: the small model answered from what it
+    knows, and so would the large one. Sufficiency alone would have escalated it."""
+    router = policy(abstain_below=0.3)
+    outside = router.after_draft(
+        "bm25", sources(), "The capital of France is Paris.", sufficiency=suff(0.8)
+    )
+    assert outside.abstain and "from its own knowledge" in outside.reason
+    assert "only 0% of the draft's words are in the passages (below 20%)" in outside.reason
+    # too few words to tell, a decline, or the rule turned off: judged as before
+    for draft, cfg in (
+        ("Paris.", {}),
+        ("Lunch is not mentioned anywhere.", {}),
+        ("The capital of France is Paris.", {"outside_below": 0.0}),
+    ):
+        d = policy(abstain_below=0.3, **cfg).after_draft(
+            "bm25", sources(), draft, sufficiency=suff(0.8)
+        )
+        assert not d.abstain, draft
+
+
 def test_weak_context_with_a_supported_draft_is_not_abstained() -> None:
     d = policy(abstain_below=0.3).after_draft(
         "bm25", sources(), "Hotels are capped at 160 EUR per night [1].", sufficiency=suff(0.1)
@@ -264,6 +285,21 @@ def _rows(n: int, seed: int = 1) -> list[dict[str, Any]]:
                         "support": support, "evasive": evasive, "chars": 60, "markers": [1]},
         })  # fmt: skip
     return rows
+
+
+def test_fit_router_counts_drafts_from_outside_as_abstained() -> None:
+    rows = _rows(300)
+    before = fit_router(rows, target_escalation=0.3, min_support=0.5)[1]
+    likely = sorted(
+        (r for r in rows if r["impossible"]), key=lambda r: -r["signals"]["ctx_coverage_idf"]
+    )
+    for r in likely[:10]:  # ten unanswerable drafts with none of their words in the passages
+        r["signals"]["support"] = 0.0
+        r["signals"]["evasive"] = None
+        r["answer"] = "The capital of France is Paris."
+    after = fit_router(rows, target_escalation=0.3, min_support=0.5)[1]
+    assert after["abstained_impossible"] > before["abstained_impossible"]
+    assert after["false_abstain"] == before["false_abstain"]
 
 
 def test_fit_router_meets_its_dev_constraints() -> None:

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rag.citations import strip_markers
 from rag.config import LogisticParams, RouterConfig
 from rag.errors import CorpusError
-from rag.router import DRAFT_FEATURES
+from rag.router import DRAFT_FEATURES, from_outside
 from rag.router import unsupported as is_unsupported
 from rag.sufficiency import FEATURES, fit_logistic, predict
 
@@ -65,6 +66,11 @@ def fit_router(
     answerable = [i for i, r in enumerate(rows) if not r["impossible"]]
     impossible = [i for i, r in enumerate(rows) if r["impossible"]]
     unsupported = [is_unsupported(r["signals"], min_support) for r in rows]
+    outside_below = RouterConfig().outside_below  # set by hand (rag.yaml), not fitted
+    outside = [
+        from_outside(r["signals"], strip_markers(r.get("answer") or ""), outside_below)
+        for r in rows
+    ]
 
     # skip_below: abstain before drafting for at most 1% of answerable dev questions
     ranked = sorted(p_suff[i] for i in answerable)
@@ -74,7 +80,7 @@ def fit_router(
     # draft) on answerable dev questions within MAX_FALSE_ABSTAIN
 
     def abstains_at(i: int, a: float) -> bool:
-        return p_suff[i] < skip_below or (p_suff[i] < a and unsupported[i])
+        return p_suff[i] < skip_below or outside[i] or (p_suff[i] < a and unsupported[i])
 
     abstain_below = skip_below
     for a in [x / 100 for x in range(0, 96)]:
