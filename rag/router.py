@@ -139,14 +139,9 @@ def _digits(text: str) -> list[tuple[str, str]]:
 
 
 def _numbers(text: str) -> set[str]:
-    """The normalised numbers of ``text``, number and multiplier words included ("two" = "2",
-    "twice" = "2", "half" = "0.5": asked how much more, the answer "2 times" is the text's)."""
+    """The normalised numbers of ``text``, number words included ("two" = "2")."""
     found = {norm for _raw, norm in _digits(text)}
-    for w in _WORD.findall(text.casefold()):
-        if w in _NUMBER_WORDS:
-            found.add(_NUMBER_WORDS[w])
-        elif w in _MULTIPLIERS:
-            found.add(f"{_MULTIPLIERS[w]:g}")
+    found.update(_NUMBER_WORDS[w] for w in _WORD.findall(text.casefold()) if w in _NUMBER_WORDS)
     return found
 
 

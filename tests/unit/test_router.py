@@ -334,15 +334,6 @@ def test_a_multiple_the_answer_names_is_not_made_up() -> None:
     assert made_up_numbers(q, src, "Up to twice that, 100 hours.") == ["100"]
 
 
-def test_a_multiplier_word_in_a_passage_states_its_number() -> None:
-    text = "Leave saved may not exceed twice the weekly working hours."
-    chunk = Chunk("c4", "d4", "hr/leave.md", "Leave", "Carry-over", text, 0)
-    src = [Source(1, Hit(chunk, 1.0, 1))]
-    q = "How many weeks of hours can I carry over?"
-    assert made_up_numbers(q, src, "Up to 2 times the weekly hours.") == []
-    assert made_up_numbers(q, src, "Up to 3 times the weekly hours.") == ["3"]
-
-
 def streamed(gate: NumberGate, pieces: list[str]) -> list[str]:
     return [gate.feed(p) for p in pieces]
 
