@@ -48,6 +48,8 @@ ROUTER_ENV = {
     "RAG__ESCALATION__ROUTER__SKIP_BELOW": "0.05",
     "RAG__ESCALATION__ROUTER__ABSTAIN_BELOW": "0.3",
     "RAG__ESCALATION__ROUTER__KEEP_THRESHOLD": "0.5",
+    # the draft has no word in the passages; escalate it rather than abstain (outside_below)
+    "RAG__ESCALATION__ROUTER__OUTSIDE_BELOW": "0",
 }
 
 # Every distinct text the newest answer message shows, from the moment it appears.

@@ -775,6 +775,9 @@ ROUTER = {
     "escalation__router__skip_below": "0.05",
     "escalation__router__abstain_below": "0.3",
     "escalation__router__keep_threshold": "0.5",
+    # these tests escalate a draft none of whose words are in the passages; the rule that
+    # abstains on such a draft instead has a test of its own
+    "escalation__router__outside_below": "0",
 }
 
 
@@ -959,3 +962,16 @@ def test_the_router_reads_sentence_cosines_and_the_drafts_sentence(
     assert seen["bm25"]["ctx_sent_dense"] is None  # no embedding model behind bm25
     for signals in seen.values():  # the answer's sentence holds most of the question's weight
         assert signals["answer_match"] > 0.5
+
+
+def test_router_abstains_on_a_draft_from_the_models_own_knowledge(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    cfg = make_config(
+        tmp_path, fake.base_url, **{**ROUTER, "escalation__router__outside_below": "0.2"}
+    )
+    fake.script(SLM, ["Lunch is free every Friday in the rooftop canteen for everybody."])
+    done = done_of(ask(build_assistant(cfg), Q_MEALS))
+    assert done.abstained and done.model == "policy" and not done.metrics.escalated
+    assert "from its own knowledge" in done.metrics.reason
+    assert fake.requests_for(LLM) == []  # the large model was not asked
