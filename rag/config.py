@@ -343,7 +343,8 @@ class RouterConfig(_Model):
     skip_below: float = Field(0.2631, ge=0, le=1)
     target_escalation: float = Field(0.34, ge=0, le=1)
     # abstain, whatever the sufficiency, when less than this share of the draft's content words
-    # (two or more) is in any passage it read: it answers from the model's own knowledge, and
+    # (two or more) is in the passages (those it cites, or all when it cites none; its
+    # ``support``): it answers from the model's own knowledge, and
     # the large model would too ("The capital of France is Paris"). Set by hand on dev, not
     # fitted: no answerable dev draft is below 0.33, four unanswerable ones are (0 = off).
     outside_below: float = Field(0.2, ge=0, le=1)

@@ -93,7 +93,12 @@ def cmd_eval_fit_router(cfg: Config, args: argparse.Namespace) -> int:
     from rag.measure.eval.router_fit import fit_router, load_details
 
     rows = load_details(Path(args.details))
-    router, summary = fit_router(rows, args.target_escalation, cfg.escalation.min_support)
+    router, summary = fit_router(
+        rows,
+        args.target_escalation,
+        cfg.escalation.min_support,
+        cfg.escalation.router.outside_below,
+    )
     if args.json:
         print(json.dumps({"router": router.model_dump(mode="json"), "dev": summary}))
         return 0

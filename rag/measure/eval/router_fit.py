@@ -48,7 +48,10 @@ def _ctx(row: dict[str, Any]) -> dict[str, float | None]:
 
 
 def fit_router(
-    rows: Sequence[dict[str, Any]], target_escalation: float, min_support: float
+    rows: Sequence[dict[str, Any]],
+    target_escalation: float,
+    min_support: float,
+    outside_below: float = RouterConfig().outside_below,
 ) -> tuple[RouterConfig, dict[str, Any]]:
     """The fitted router and a summary of its behaviour on ``rows`` (dev)."""
     suff = fit_logistic([_ctx(r) for r in rows], [not r["impossible"] for r in rows], FEATURES)
@@ -66,7 +69,7 @@ def fit_router(
     answerable = [i for i, r in enumerate(rows) if not r["impossible"]]
     impossible = [i for i, r in enumerate(rows) if r["impossible"]]
     unsupported = [is_unsupported(r["signals"], min_support) for r in rows]
-    outside_below = RouterConfig().outside_below  # set by hand (rag.yaml), not fitted
+    # drafts from outside the passages are abstained by a rule set by hand, not fitted
     outside = [
         from_outside(r["signals"], strip_markers(r.get("answer") or ""), outside_below)
         for r in rows
@@ -102,6 +105,7 @@ def fit_router(
         abstain_below=abstain_below,
         skip_below=skip_below,
         target_escalation=target_escalation,
+        outside_below=outside_below,
     )
     kept = [i for i in range(len(rows)) if not abstains(i) and p_right[i] >= router.keep_threshold]
     summary = {
