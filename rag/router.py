@@ -29,8 +29,7 @@ from rag.citations import content_tokens, marker_spans, strip_markers
 from rag.compress import HAS_NUMBER, WANTS_NUMBER, sentences
 from rag.config import EscalationConfig, RouterConfig
 from rag.escalation import Evidence, PolicyBase, SignalPolicy
-from rag.sufficiency import predict
-from rag.termstats import terms
+from rag.sufficiency import predict, weight_share
 from rag.text import chunk_text, clip
 from rag.types import Decision, Hit, Source, Sufficiency, Usage
 
@@ -107,8 +106,7 @@ def answer_match(words: set[str], sources: Sequence[Source], weights: Mapping[st
     for s in sources:
         for sentence in sentences(s.chunk.text):
             shared = len(words & set(content_tokens(sentence)))
-            share = sum(weights.get(t, 0.0) for t in set(terms(sentence))) / total
-            best = max(best, (shared, share))
+            best = max(best, (shared, weight_share(sentence, weights, total)))
     return best[1] if best[0] else 0.0
 
 

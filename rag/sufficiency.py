@@ -47,6 +47,7 @@ __all__ = [
     "predict",
     "sentence_dense",
     "typed_gap",
+    "weight_share",
 ]
 
 FEATURES = (
@@ -123,6 +124,11 @@ def sentence_dense(
     return max((float(c) for c in similarity(question, parts)), default=0.0) if parts else 0.0
 
 
+def weight_share(text: str, weights: Mapping[str, float], total: float) -> float:
+    """The share of the question's IDF weight (``weights``, summing to ``total``) in ``text``."""
+    return sum(weights.get(t, 0.0) for t in set(terms(text))) / total
+
+
 def typed_gap(question: str, hits: Sequence[Hit], weights: Mapping[str, float]) -> float | None:
     """How much less of the question the best sentence with a number holds than the best one.
 
@@ -138,7 +144,7 @@ def typed_gap(question: str, hits: Sequence[Hit], weights: Mapping[str, float]) 
     best = best_typed = 0.0
     for hit in hits:
         for sentence in sentences(f"{hit.chunk.title}\n{hit.chunk.text}"):
-            share = sum(weights.get(t, 0.0) for t in set(terms(sentence))) / total
+            share = weight_share(sentence, weights, total)
             best = max(best, share)
             if HAS_NUMBER.search(sentence):
                 best_typed = max(best_typed, share)
