@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_eval_fit_router)
     s = ev.add_parser(
-        "paired", help="paired differences of two runs' --details files, bootstrap 95% interval"
+        "paired", help="paired differences of two runs' --details files, bootstrap 95%% interval"
     )
     s.add_argument("first", help="a --details file of rag eval answers")
     s.add_argument(

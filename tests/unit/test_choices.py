@@ -52,3 +52,19 @@ def test_modes_and_strategies() -> None:
 def test_roles_and_providers_are_literals() -> None:
     assert get_args(Role) == ("slm", "llm")
     assert "embedded" in get_args(Provider)
+
+
+def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_command_prints_its_help() -> None:
+    # argparse formats help with %: a bare "95% interval" crashed `rag eval --help`.
+    found = list(_parsers(build_parser()))
+    assert len(found) > 10
+    for path, parser in found:
+        assert parser.format_help().startswith("usage: rag"), path
