@@ -338,10 +338,10 @@ class RouterConfig(_Model):
             "answer_match": 0.277876,
         },
     )
-    keep_threshold: float = Field(0.259706, ge=0, le=1)
+    keep_threshold: float = Field(0.216507, ge=0, le=1)
     abstain_below: float = Field(0.53, ge=0, le=1)
     skip_below: float = Field(0.2631, ge=0, le=1)
-    target_escalation: float = Field(0.34, ge=0, le=1)
+    target_escalation: float = Field(0.30, ge=0, le=1)
     # abstain, whatever the sufficiency, when less than this share of the draft's content words
     # (two or more) is in the passages (those it cites, or all when it cites none; its
     # ``support``): it answers from the model's own knowledge, and
