@@ -1,6 +1,7 @@
 """Every list of choices is one Literal in rag/config.py: the UI, the CLI and the registry agree."""
 
 import argparse
+from collections.abc import Iterator
 from typing import get_args
 
 from rag.cli import build_parser
@@ -54,7 +55,10 @@ def test_roles_and_providers_are_literals() -> None:
     assert "embedded" in get_args(Provider)
 
 
-def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+def _parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser under ``parser`` (itself first), with its command path."""
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
